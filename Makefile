@@ -1,0 +1,67 @@
+# MERC: `make run` analyses the example conversation in embedded mode;
+# `make test` starts the real Kafka, PostgreSQL and Triton and runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+BUF_VERSION := 1.47.2
+BUF := .tools/buf/node_modules/.bin/buf
+PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) protos/merc/v1/*.proto
+
+.PHONY: help install run test up down proto proto-check buf-lint models clean
+
+help:
+	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
+	@echo "make test    install, start Kafka/PostgreSQL/Triton locally, run all tests, stop them"
+	@echo "make up      the full local stack + services; make down stops it"
+	@echo "make models  retrain the models from ../shared/data"
+	@echo "make proto   regenerate services/merc/v1 from protos/"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: install
+	$(VENV)/bin/merc analyze examples/conversation.jsonl $(ARGS)
+
+test: install
+	deploy/local/test.sh
+
+up: install
+	deploy/local/stack.sh up all
+	$(VENV)/bin/merc db upgrade
+	deploy/local/services.sh start all
+	@echo "gateway on 127.0.0.1:$${MERC_GATEWAY_PORT:-50050}; try: $(VENV)/bin/merc analyze --remote 127.0.0.1:50050 examples/conversation.jsonl"
+
+down:
+	-deploy/local/services.sh stop all
+	deploy/local/stack.sh down all
+
+proto: install
+	$(call PROTOC,services)
+
+# Fails when the committed generated code is not what protos/ generates.
+proto-check: install
+	@tmp=$$(mktemp -d) && $(call PROTOC,$$tmp) && \
+	  for f in $$tmp/merc/v1/*; do cmp -s "$$f" "services/merc/v1/$$(basename $$f)" || { echo "stale generated code: services/merc/v1/$$(basename $$f); run 'make proto'"; rm -rf $$tmp; exit 1; }; done; \
+	  rm -rf $$tmp; echo "generated code is up to date"
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)
+
+buf-lint: $(BUF)
+	$(BUF) lint
+	@echo "buf lint: ok"
+
+models: install
+	$(VENV)/bin/merc train context
+
+clean:
+	rm -rf .run .tools .pytest_cache

@@ -1,0 +1,31 @@
+"""python -m merc.encoder: serve one modality (MERC_ENCODER_MODALITY)."""
+
+from __future__ import annotations
+
+from merc.bus import make_bus
+from merc.config import settings
+from merc.encoder.encoding import Encoder
+from merc.encoder.plugins import plugin
+from merc.encoder.server import EncoderServicer
+from merc.inference import make_inference
+from merc.serving import Server, setup_logging
+from merc.v1 import encoder_pb2_grpc
+
+
+def main() -> None:
+    cfg = settings()
+    setup_logging(cfg.log_level)
+    inference = make_inference(cfg)
+    bus = make_bus(cfg)
+    producer = bus.producer()
+    modality = plugin(cfg.encoder_modality, inference, cfg)
+    encoder = Encoder(modality, producer, cfg.topic(f"embeddings.{modality.name}"), cfg.tenant)
+    server = Server(cfg.encoder_port)
+    server.add(encoder_pb2_grpc.add_EncoderServiceServicer_to_server, EncoderServicer(encoder), "merc.v1.EncoderService")
+    server.start()
+    server.set_serving(True)
+    server.wait(on_stop=producer.close)
+
+
+if __name__ == "__main__":
+    main()

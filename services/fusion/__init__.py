@@ -1,0 +1,1 @@
+"""The fusion/context service: join per utterance, causal context, fusion model, events on Kafka."""

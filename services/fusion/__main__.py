@@ -1,0 +1,36 @@
+"""python -m merc.fusion: the fusion/context service."""
+
+from __future__ import annotations
+
+import threading
+
+from merc.bus import make_bus
+from merc.config import settings
+from merc.fusion.processor import FusionProcessor
+from merc.inference import make_inference
+from merc.serving import Server, setup_logging
+from merc.store import Store
+
+
+def main() -> None:
+    cfg = settings()
+    setup_logging(cfg.log_level)
+    processor = FusionProcessor(make_bus(cfg), Store(cfg.database_url), make_inference(cfg), cfg)
+    stop = threading.Event()
+    worker = threading.Thread(target=processor.run, args=(stop,), name="fusion-loop", daemon=True)
+    server = Server(cfg.fusion_port)
+    server.start()
+    worker.start()
+
+    def report_health() -> None:
+        while not stop.is_set():
+            server.set_serving(processor.ready.is_set() and worker.is_alive())
+            stop.wait(1.0)
+
+    threading.Thread(target=report_health, daemon=True).start()
+    server.wait(on_stop=stop.set)
+    worker.join(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The fusion loop, independent of the bus, store and inference implementations.
+
+Each step is one transaction: consume embeddings -> join -> infer -> upsert
+rows -> produce events, the join state and the consumed offsets together. A
+consumer reading merc.emotions with read_committed sees every event once; a
+crash anywhere replays from the last committed transaction, and since inference
+is deterministic the replay writes identical rows and events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from google.protobuf.message import DecodeError
+
+from merc.bus import Bus, Consumer, Message, TopicPartition
+from merc.bus.base import ConsumerSpec
+from merc.context import ContextCache
+from merc.events import SCHEMA, to_event
+from merc.inference import InferenceClient
+from merc.join import Join
+from merc.predict import FUSION_MODEL, EmotionPredictor
+from merc.store import Store
+from merc.v1 import events_pb2, state_pb2
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_TOPICS = ("embeddings.text", "embeddings.audio", "embeddings.vision")
+IDLE_CONVERSATION_MS = 15 * 60 * 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _state_key(key: tuple[str, str]) -> bytes:
+    return f"{key[0]}\x00{key[1]}".encode()
+
+
+def _parse_state_key(raw: bytes) -> tuple[str, str]:
+    tenant, conversation = raw.decode().split("\x00", 1)
+    return tenant, conversation
+
+
+class PoisonMessage(ValueError):
+    pass
+
+
+def decode_embedding(m: Message) -> events_pb2.ModalityEmbedding:
+    if m.value is None:
+        raise PoisonMessage("empty value")
+    try:
+        e = events_pb2.ModalityEmbedding.FromString(m.value)
+    except DecodeError as exc:
+        raise PoisonMessage(f"not a ModalityEmbedding: {exc}") from exc
+    if not e.utterance.conversation_id:
+        raise PoisonMessage("utterance.conversation_id is empty")
+    if not e.vector:
+        raise PoisonMessage("vector is empty")
+    if e.modality == 0:
+        raise PoisonMessage("modality is unspecified")
+    return e
+
+
+class FusionProcessor:
+    def __init__(self, bus: Bus, store: Store, inference: InferenceClient, settings) -> None:
+        self.bus = bus
+        self.store = store
+        self.settings = settings
+        self.topics = [settings.topic(t) for t in EMBEDDING_TOPICS]
+        self.state_topic = settings.topic("fusion.state")
+        self.events_topic = settings.topic("emotions")
+        self.dlq_topic = settings.topic("dlq")
+        shapes = inference.input_shapes(FUSION_MODEL)
+        k, hidden = shapes["CTX_FUSED"]
+        self.context = ContextCache(store, k)
+        self.predictor = EmotionPredictor(inference, self.context, settings.mood_decay, k, hidden)
+        self.join = Join(settings.join_window_ms, settings.emit_revisions)
+        self.owned: set[int] = set()
+        self.ready = threading.Event()
+        self.counts = {"events": 0, "dlq": 0, "transactions": 0}
+        self._last_idle_check = 0
+        self._consumer: Consumer | None = None
+        self._producer = None
+        self._source_partition: dict[str, int] = {}
+
+    # --- partition ownership ---
+
+    def _on_assign(self, parts: list[TopicPartition]) -> None:
+        self.owned = {p for _, p in parts}
+        self.context.clear()
+        self.join.forget(lambda key: False)
+        restored = 0
+        for p in sorted(self.owned):
+            latest: dict[bytes, bytes | None] = {}
+            for m in self.bus.read_partition(self.state_topic, p):
+                latest[m.key] = m.value
+            for raw, value in latest.items():
+                if value is not None:
+                    key = _parse_state_key(raw)
+                    self.join.restore(key, state_pb2.ConversationJoinState.FromString(value))
+                    self._source_partition[key[1]] = p
+                    restored += 1
+        log.info("assigned partitions %s, restored the join state of %d conversations", sorted(self.owned), restored)
+        self.ready.set()
+
+    def _on_revoke(self, parts: list[TopicPartition]) -> None:
+        self.ready.clear()
+
+    def _partition(self, conversation_id: str) -> int | None:
+        """The state partition: the one the conversation's embeddings came from."""
+        return self._source_partition.get(conversation_id)
+
+    # --- the loop ---
+
+    def open(self) -> None:
+        self._producer = self.bus.transactional_producer(f"merc-fusion-{self.settings.fusion_instance}")
+        member = f"merc-fusion-{self.settings.fusion_instance}"
+        self._consumer = self.bus.consumer(
+            ConsumerSpec(
+                self.topics,
+                self.settings.fusion_group,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                # Static membership: a restarted instance takes its partitions back at
+                # once instead of waiting out the dead member's session.
+                extra={"group_instance_id": member},
+            )
+        )
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.close()
+        self._consumer = self._producer = None
+
+    def run(self, stop: threading.Event) -> None:
+        self.open()
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                except Exception:
+                    # Whatever failed, the transaction was not committed: rebuild the
+                    # in-memory state from the last committed one and go on.
+                    log.exception("fusion step failed; recovering from the last committed transaction")
+                    self.close()
+                    time.sleep(1.0)
+                    self.open()
+        finally:
+            self.close()
+
+    def step(self, poll_ms: int = 100) -> int:
+        """Consume, join, emit: one transaction. Returns the number of events emitted."""
+        assert self._consumer is not None and self._producer is not None
+        deadline = self.join.next_deadline_ms()
+        if deadline is not None:
+            poll_ms = max(0, min(poll_ms, deadline - _now_ms()))
+        messages = self._consumer.poll(timeout_ms=poll_ms)
+        now = _now_ms()
+        offsets: dict[TopicPartition, int] = {}
+        poison: list[tuple[Message, str]] = []
+        for m in messages:
+            offsets[(m.topic, m.partition)] = m.offset + 1
+            try:
+                e = decode_embedding(m)
+            except PoisonMessage as exc:
+                poison.append((m, str(exc)))
+                continue
+            self._source_partition[e.utterance.conversation_id] = m.partition
+            self.join.add(e, now)
+        releases = self.join.release(now)
+        tombstones = []
+        if now - self._last_idle_check > 60_000:
+            self._last_idle_check = now
+            tombstones = self.join.idle(now, IDLE_CONVERSATION_MS)
+        if not messages and not releases and not tombstones:
+            return 0
+
+        results = self.predictor.predict(releases, now)
+        self.store.upsert(results)
+
+        p = self._producer
+        p.begin()
+        try:
+            for m, reason in poison:
+                p.send(self.dlq_topic, m.key, m.value, tuple(m.headers) + (("reason", reason.encode()), ("source", m.topic.encode())))
+            for r in results:
+                event = to_event(r)
+                headers = (("schema", SCHEMA), ("tenant", r.tenant.encode()))
+                p.send(self.events_topic, r.conversation_id.encode(), event.SerializeToString(), headers)
+            for key, state in self.join.dirty_states(now).items():
+                p.send(self.state_topic, _state_key(key), state.SerializeToString(), partition=self._partition(key[1]))
+            for key in tombstones:
+                p.send(self.state_topic, _state_key(key), None, partition=self._partition(key[1]))
+            p.commit(offsets, self._consumer)
+        except Exception:
+            p.abort()
+            raise
+        self.counts["events"] += len(results)
+        self.counts["dlq"] += len(poison)
+        self.counts["transactions"] += 1
+        for m, reason in poison:
+            log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
+        return len(results)

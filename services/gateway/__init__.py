@@ -1,0 +1,1 @@
+"""The gateway: the front door that fans utterances out to the encoders and reads conversations back."""

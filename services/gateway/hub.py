@@ -1,0 +1,67 @@
+"""One consumer of merc.emotions per gateway, fanned out to the streams that watch a conversation."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import defaultdict
+
+from merc.bus import Bus
+from merc.bus.base import ConsumerSpec
+from merc.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (tenant, conversation_id)
+
+
+class EventHub:
+    def __init__(self, bus: Bus, topic: str) -> None:
+        self._bus = bus
+        self._topic = topic
+        self._watchers: dict[Key, set[queue.Queue]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self._thread.start()
+        self._started.wait(timeout_s)
+
+    def _run(self) -> None:
+        # No consumer group: every gateway replica sees every event, from now on.
+        consumer = self._bus.consumer(ConsumerSpec([self._topic], group_id=None, from_beginning=False))
+        consumer.poll(timeout_ms=0)
+        self._started.set()
+        try:
+            while not self._stop.is_set():
+                for m in consumer.poll(timeout_ms=200):
+                    try:
+                        event = events_pb2.EmotionEvent.FromString(m.value)
+                    except Exception:  # a foreign record on the topic: not ours to crash on
+                        log.warning("undecodable record on %s[%d]@%d", m.topic, m.partition, m.offset)
+                        continue
+                    key = (event.utterance.tenant, event.utterance.conversation_id)
+                    with self._lock:
+                        targets = list(self._watchers.get(key, ()))
+                    for q in targets:
+                        q.put(event)
+        finally:
+            consumer.close()
+
+    def watch(self, key: Key, q: queue.Queue) -> None:
+        """Deliver the conversation's events into q (one queue may watch many conversations)."""
+        with self._lock:
+            self._watchers[key].add(q)
+
+    def unwatch(self, key: Key, q: queue.Queue) -> None:
+        with self._lock:
+            self._watchers[key].discard(q)
+            if not self._watchers[key]:
+                del self._watchers[key]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

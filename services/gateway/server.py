@@ -1,0 +1,165 @@
+"""GatewayService: AnalyzeUtterance, StreamConversation, GetConversation."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+from merc.events import to_event
+from merc.gateway.hub import EventHub
+from merc.join import MODALITY_ENUMS
+from merc.store import Store
+from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def given_modalities(request: gateway_pb2.AnalyzeUtteranceRequest) -> list[str]:
+    given = []
+    if request.text.strip():
+        given.append("text")
+    if request.HasField("audio") and request.audio.data:
+        given.append("audio")
+    if request.frames or request.faces:
+        given.append("vision")
+    return given
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(
+        self,
+        encoders: dict[str, encoder_pb2_grpc.EncoderServiceStub],
+        store: Store,
+        hub: EventHub | None,
+        tenant: str,
+        timeout_s: float = 30.0,
+        stream_idle_s: float = 30.0,
+    ) -> None:
+        self.encoders = encoders
+        self.store = store
+        self.hub = hub
+        self.stream_idle_s = stream_idle_s
+        self.tenant = tenant
+        self.timeout_s = timeout_s
+        self._pool = futures.ThreadPoolExecutor(max_workers=16)
+
+    def AnalyzeUtterance(self, request: gateway_pb2.AnalyzeUtteranceRequest, context: grpc.ServicerContext) -> gateway_pb2.AnalyzeUtteranceResponse:
+        response, error = self._analyze(request)
+        if error is not None:
+            context.abort(*error)
+        return response
+
+    def StreamConversation(self, requests, context: grpc.ServicerContext):
+        """Push utterances, receive each one's event (and revisions) as the fusion service emits it.
+
+        The stream ends when the client has closed its side and every accepted
+        utterance's event has arrived, or after stream_idle_s without an event.
+        """
+        if self.hub is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this gateway has no event stream configured")
+        watched: set[tuple[str, str]] = set()
+        waiting: set[tuple[str, str, int]] = set()
+        lock = threading.Lock()
+        merged: queue.Queue = queue.Queue()
+        problems: list[tuple[grpc.StatusCode, str]] = []
+        requests_done = threading.Event()
+
+        def consume_requests() -> None:
+            try:
+                for req in requests:
+                    ref = req.utterance.utterance
+                    key = (ref.tenant or self.tenant, ref.conversation_id)
+                    with lock:
+                        # Watch before sending, so the event cannot slip past.
+                        if ref.conversation_id and key not in watched:
+                            watched.add(key)
+                            self.hub.watch(key, merged)
+                        waiting.add((*key, ref.sequence))
+                    _, error = self._analyze(req.utterance)
+                    if error is not None:
+                        with lock:
+                            waiting.discard((*key, ref.sequence))
+                        problems.append(error)
+            finally:
+                requests_done.set()
+
+        threading.Thread(target=consume_requests, daemon=True).start()
+        last = time.monotonic()
+        try:
+            while context.is_active():
+                if problems:
+                    context.abort(*problems[0])
+                with lock:
+                    done = requests_done.is_set() and not waiting
+                if done or time.monotonic() - last > self.stream_idle_s:
+                    return
+                try:
+                    event = merged.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                last = time.monotonic()
+                with lock:
+                    waiting.discard((event.utterance.tenant, event.utterance.conversation_id, event.utterance.sequence))
+                yield gateway_pb2.StreamConversationResponse(event=event)
+        finally:
+            for key in watched:
+                self.hub.unwatch(key, merged)
+
+    def _analyze(self, request: gateway_pb2.AnalyzeUtteranceRequest) -> tuple[gateway_pb2.AnalyzeUtteranceResponse, tuple | None]:
+        """Fan one utterance out to the encoders; (response, None) or (partial response, (code, message))."""
+        if not request.utterance.conversation_id:
+            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, "utterance.conversation_id is required")
+        given = given_modalities(request)
+        if not given:
+            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, "the utterance carries no text, audio, frames or faces")
+        ref = common_pb2.UtteranceRef()
+        ref.CopyFrom(request.utterance)
+        ref.tenant = ref.tenant or self.tenant
+        encode = encoder_pb2.EncodeRequest(
+            utterance=ref,
+            text=request.text,
+            audio=request.audio if request.HasField("audio") else None,
+            frames=request.frames,
+            faces=request.faces,
+            expected_modalities=[MODALITY_ENUMS[m] for m in given],
+            sent_at_ms=int(time.time() * 1000),
+        )
+        calls = {m: self._pool.submit(self._encode, m, encode) for m in given}
+        response = gateway_pb2.AnalyzeUtteranceResponse(utterance=ref)
+        failures = []
+        for m, call in calls.items():
+            error = call.result()
+            if error is None:
+                response.modalities.append(MODALITY_ENUMS[m])
+            else:
+                code, reason = error
+                failures.append(code)
+                response.errors.add(modality=MODALITY_ENUMS[m], reason=reason)
+        if not response.modalities:
+            # Nothing was published: fail the call with the most telling status.
+            code = grpc.StatusCode.INVALID_ARGUMENT if grpc.StatusCode.INVALID_ARGUMENT in failures else grpc.StatusCode.UNAVAILABLE
+            return response, (code, "; ".join(f"{common_pb2.Modality.Name(e.modality)}: {e.reason}" for e in response.errors))
+        return response, None
+
+    def _encode(self, modality: str, request: encoder_pb2.EncodeRequest) -> tuple[grpc.StatusCode, str] | None:
+        stub = self.encoders.get(modality)
+        if stub is None:
+            return grpc.StatusCode.UNAVAILABLE, f"no {modality} encoder is configured"
+        try:
+            stub.Encode(request, timeout=self.timeout_s)
+            return None
+        except grpc.RpcError as e:
+            return e.code(), e.details() or str(e.code())
+
+    def GetConversation(self, request: gateway_pb2.GetConversationRequest, context: grpc.ServicerContext) -> gateway_pb2.GetConversationResponse:
+        if not request.conversation_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "conversation_id is required")
+        rows = self.store.conversation(request.tenant or self.tenant, request.conversation_id)
+        if not rows:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no conversation {request.conversation_id!r}")
+        return gateway_pb2.GetConversationResponse(conversation_id=request.conversation_id, events=[to_event(r) for r in rows])

@@ -1,0 +1,136 @@
+"""The `merc` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="MERC emotion events", show_lines=False)
+    for col in ("conv", "utt", "speaker", "label", "conf", "prediction set", "sentiment", "modalities", "mood (valence/arousal)"):
+        table.add_column(col)
+    for r in rows:
+        if r.get("label") is None:
+            where = f"line {r['line']}" if "line" in r else str(r.get("utterance", "?"))
+            table.add_row(str(r.get("conversation", "")), where, r.get("speaker", ""), "[red]error[/red]", "", r.get("error", ""), "", "", "")
+            continue
+        mood = r["mood"]["speaker"]
+        mods = ", ".join(f"{m} {r['weights'][m]:.2f}" for m in r["modalities"]) + (" [yellow](degraded)[/yellow]" if r["degraded"] else "")
+        table.add_row(
+            r["conversation"],
+            str(r["utterance"]),
+            r["speaker"],
+            r["label"],
+            f"{r['confidence']:.2f}",
+            "{" + ", ".join(r["prediction_set"]) + "}",
+            r["sentiment"],
+            mods,
+            f"{mood['valence']:+.2f} / {mood['arousal']:+.2f}",
+        )
+    Console().print(table)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    if not Path(args.manifest).is_file():
+        print(f"merc analyze: no such manifest file: {args.manifest}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.remote:
+        from merc.remote import analyze_remote
+
+        rows = analyze_remote(args.manifest, args.remote, timeout_s=args.timeout)
+    else:
+        from merc.config import Settings
+        from merc.embedded import EmbeddedPipeline
+
+        pipeline = EmbeddedPipeline(Settings(inference="local", torch_threads=args.threads), db_path=args.db)
+        try:
+            rows = []
+            for result in pipeline.analyze(args.manifest):
+                for err in result.errors:
+                    print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
+                rows.append(result.to_json())
+        finally:
+            pipeline.close()
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+    elif not args.out or args.table:
+        _print_table(rows)
+    failed = sum(1 for r in rows if r.get("label") is None)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from merc.config import settings
+    from merc.store import Store
+
+    store = Store(args.url or settings().database_url)
+    store.migrate()
+    print(f"schema up to date at {store.engine.url.render_as_string(hide_password=True)}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from merc.training import context
+
+    return context.main(args.rest) or EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib
+
+    importlib.import_module(f"merc.{args.service}.__main__").main()
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="analyse a conversation manifest (JSON lines) and print one event per utterance")
+    a.add_argument("manifest", help="JSON-lines manifest; media paths are relative to it")
+    a.add_argument("--out", help="write the events as JSON lines to this file")
+    a.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    a.add_argument("--table", action="store_true", help="print the table even with --out")
+    a.add_argument("--remote", metavar="GATEWAY", help="send through a running gateway (host:port) and read the events from Kafka")
+    a.add_argument("--db", help="embedded mode: keep the SQLite database at this path")
+    a.add_argument("--threads", type=int, default=int(os.environ.get("MERC_TORCH_THREADS", "2")), help="torch threads (embedded mode)")
+    a.add_argument("--timeout", type=float, default=60.0, help="--remote: seconds to wait for the events")
+    a.set_defaults(func=cmd_analyze)
+
+    d = sub.add_parser("db", help="database schema")
+    d.add_argument("action", choices=["upgrade"])
+    d.add_argument("--url", help="SQLAlchemy URL (default: MERC_DATABASE_URL)")
+    d.set_defaults(func=cmd_db)
+
+    t = sub.add_parser("train", help="train a model: `merc train context [--help]`")
+    t.add_argument("model", choices=["context"])
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("serve", help="run one service in the foreground")
+    s.add_argument("service", choices=["encoder", "fusion", "gateway"])
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

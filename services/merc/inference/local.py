@@ -1,0 +1,59 @@
+"""In-process inference: loads the same model code and weights that Triton serves."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from collections.abc import Callable
+
+import numpy as np
+
+from merc.inference import InferenceClient
+
+
+def _text_encoder(repo: str | None):
+    from merc.models.text_encoder import TextEncoder
+
+    return TextEncoder()
+
+
+def _fusion(repo: str | None):
+    from merc.models.predictor import FusionPredictor
+
+    if repo:
+        return FusionPredictor(Path(repo) / "fusion" / "1")
+    return FusionPredictor.load_default()
+
+
+FACTORIES: dict[str, Callable] = {"text_encoder": _text_encoder, "fusion": _fusion}
+
+
+class LocalInference(InferenceClient):
+    def __init__(self, model_repository: str | None = None, torch_threads: int = 1) -> None:
+        import torch
+
+        # Embedded mode shares the machine with the caller: use what we are given, no more.
+        torch.set_num_threads(max(1, torch_threads))
+        self._repo = model_repository
+        self._models: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _model(self, name: str):
+        with self._lock:
+            if name not in self._models:
+                if name not in FACTORIES:
+                    raise KeyError(f"unknown model {name!r}; known: {', '.join(FACTORIES)}")
+                self._models[name] = FACTORIES[name](self._repo)
+            return self._models[name]
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._model(model).infer(inputs)
+
+    def ready(self, model: str) -> bool:
+        return model in FACTORIES
+
+    def version(self, model: str) -> str:
+        return self._model(model).version
+
+    def input_shapes(self, model: str) -> dict[str, list[int]]:
+        return getattr(self._model(model), "input_shapes", {})

@@ -1,0 +1,59 @@
+"""Triton over KServe v2 gRPC (tritonclient). The only module that imports a Triton client."""
+
+from __future__ import annotations
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from merc.inference import InferenceClient, InferenceUnavailable
+
+
+class TritonInference(InferenceClient):
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self._client = grpcclient.InferenceServerClient(url=url)
+        self._timeout = timeout_s
+        self._outputs: dict[str, list[str]] = {}
+
+    def _output_names(self, model: str) -> list[str]:
+        if model not in self._outputs:
+            meta = self._client.get_model_metadata(model, as_json=True)
+            self._outputs[model] = [o["name"] for o in meta["outputs"]]
+        return self._outputs[model]
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            tensors = []
+            for name, array in inputs.items():
+                t = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+                t.set_data_from_numpy(array)
+                tensors.append(t)
+            outputs = [grpcclient.InferRequestedOutput(n) for n in self._output_names(model)]
+            result = self._client.infer(model, tensors, outputs=outputs, client_timeout=self._timeout)
+        except InferenceServerException as e:
+            raise InferenceUnavailable(f"Triton model {model!r}: {e.message()}") from e
+        return {n: result.as_numpy(n) for n in self._output_names(model)}
+
+    def version(self, model: str) -> str:
+        try:
+            config = self._client.get_model_config(model, as_json=True)["config"]
+        except InferenceServerException as e:
+            raise InferenceUnavailable(f"Triton model {model!r}: {e.message()}") from e
+        return config.get("parameters", {}).get("model_version", {}).get("string_value", f"{model}:1")
+
+    def input_shapes(self, model: str) -> dict[str, list[int]]:
+        try:
+            meta = self._client.get_model_metadata(model, as_json=True)
+        except InferenceServerException as e:
+            raise InferenceUnavailable(f"Triton model {model!r}: {e.message()}") from e
+        # Metadata shapes include the batch dimension (-1) for batching models.
+        return {i["name"]: [int(d) for d in i["shape"][1:]] for i in meta["inputs"]}
+
+    def ready(self, model: str) -> bool:
+        try:
+            return self._client.is_model_ready(model)
+        except InferenceServerException:
+            return False
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,65 @@
+"""`merc analyze --remote`: send a manifest through a running gateway, read the events back from Kafka."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from merc import manifest
+from merc.bus import make_bus
+from merc.bus.base import ConsumerSpec
+from merc.config import settings
+from merc.embedded import LineResult
+from merc.v1 import common_pb2, encoder_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+
+
+def _request(u: manifest.Utterance, tenant: str) -> gateway_pb2.AnalyzeUtteranceRequest:
+    ref = common_pb2.UtteranceRef(
+        tenant=tenant, conversation_id=u.conversation, sequence=u.utterance, speaker=u.speaker, start_ms=u.start_ms or 0, end_ms=u.end_ms or 0
+    )
+    req = gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text=u.text or "")
+    if u.audio is not None and u.audio.is_file():
+        req.audio.data = u.audio.read_bytes()
+    req.frames.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.frames if p.is_file())
+    req.faces.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.faces if p.is_file())
+    return req
+
+
+def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> list[dict]:
+    cfg = settings()
+    bus = make_bus(cfg)
+    # Subscribe before sending so no event can slip past.
+    events = bus.consumer(ConsumerSpec([cfg.topic("emotions")], group_id=None, from_beginning=False))
+    events.poll(timeout_ms=0)
+    stub = gateway_pb2_grpc.GatewayServiceStub(grpc.insecure_channel(gateway))
+    results: dict[tuple[str, int], LineResult] = {}
+    order: list[LineResult] = []
+    for item in manifest.read(path):
+        if isinstance(item, manifest.ManifestError):
+            order.append(LineResult(None, errors=[str(item)], line=item.line))
+            print(f"merc analyze: {path}: {item}", file=sys.stderr)
+            continue
+        r = LineResult(item)
+        order.append(r)
+        try:
+            stub.AnalyzeUtterance(_request(item, cfg.tenant), timeout=30)
+            results[(item.conversation, item.utterance)] = r
+        except grpc.RpcError as e:
+            r.errors.append(f"line {item.line}: {e.code().name}: {e.details()}")
+            print(f"merc analyze: {path}: {r.errors[-1]}", file=sys.stderr)
+    deadline = time.monotonic() + timeout_s
+    waiting = set(results)
+    while waiting and time.monotonic() < deadline:
+        for m in events.poll(timeout_ms=200):
+            e = events_pb2.EmotionEvent.FromString(m.value)
+            key = (e.utterance.conversation_id, e.utterance.sequence)
+            if key in results:
+                results[key].event = e
+                waiting.discard(key)
+    events.close()
+    for key in waiting:
+        results[key].errors.append(f"no event within {timeout_s:.0f} s")
+    return [r.to_json() for r in order]

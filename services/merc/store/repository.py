@@ -1,0 +1,120 @@
+"""Idempotent reads and writes of utterance results, the same code for PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from merc.store.tables import UtteranceRow
+
+
+@dataclass
+class UtteranceResult:
+    tenant: str
+    conversation_id: str
+    sequence: int
+    speaker: str
+    speaker_index: int
+    start_ms: int
+    end_ms: int
+    revision: int
+    event_id: str
+    label: str
+    confidence: float
+    probabilities: list[float]
+    sentiment: str
+    sentiment_probabilities: list[float]
+    prediction_set: list[str]
+    prediction_set_coverage: float
+    modalities: list[str]
+    weights: list[float]
+    missing: list[str]
+    degraded: bool
+    fused: np.ndarray
+    speaker_moods: dict = field(default_factory=dict)
+    conversation_mood: dict = field(default_factory=dict)
+    model_version: str = ""
+    latency_ms: int = 0
+    emitted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _to_row_values(r: UtteranceResult) -> dict:
+    values = asdict(r)
+    values["fused"] = np.asarray(r.fused, dtype=np.float32).tobytes()
+    return values
+
+
+def _from_row(row: UtteranceRow) -> UtteranceResult:
+    values = {c.name: getattr(row, c.name) for c in UtteranceRow.__table__.columns}
+    values["fused"] = np.frombuffer(row.fused, dtype=np.float32).copy()
+    return UtteranceResult(**values)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_pre_ping=True, future=True)
+        if self.engine.dialect.name == "sqlite":
+            # SQLite is the embedded mode's single-process store; WAL keeps readers unblocked.
+            @event.listens_for(self.engine, "connect")
+            def _pragma(conn, _):
+                conn.execute("PRAGMA journal_mode=WAL")
+
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision."""
+        from merc.store.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def upsert(self, results: list[UtteranceResult]) -> None:
+        """Insert or replace each utterance's latest revision in one transaction.
+
+        Replays after a crash write identical values, so this is idempotent.
+        """
+        if not results:
+            return
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        rows = [_to_row_values(r) for r in results]
+        stmt = insert(UtteranceRow).values(rows)
+        keys = {"tenant", "conversation_id", "sequence"}
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
+        )
+        with self._session.begin() as s:
+            s.execute(stmt)
+
+    def before(self, tenant: str, conversation_id: str, sequence: int, limit: int) -> list[UtteranceResult]:
+        """The last `limit` utterances strictly before `sequence`, oldest first."""
+        q = (
+            select(UtteranceRow)
+            .where(
+                UtteranceRow.tenant == tenant,
+                UtteranceRow.conversation_id == conversation_id,
+                UtteranceRow.sequence < sequence,
+            )
+            .order_by(UtteranceRow.sequence.desc())
+            .limit(limit)
+        )
+        with Session(self.engine) as s:
+            return [_from_row(r) for r in reversed(s.scalars(q).all())]
+
+    def conversation(self, tenant: str, conversation_id: str) -> list[UtteranceResult]:
+        q = (
+            select(UtteranceRow)
+            .where(UtteranceRow.tenant == tenant, UtteranceRow.conversation_id == conversation_id)
+            .order_by(UtteranceRow.sequence)
+        )
+        with Session(self.engine) as s:
+            return [_from_row(r) for r in s.scalars(q).all()]
+
+    def close(self) -> None:
+        self.engine.dispose()

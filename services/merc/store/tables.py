@@ -1,0 +1,49 @@
+"""Tables. Only results and embeddings-derived vectors are stored: never raw media or utterance text."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, LargeBinary, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={"pk": "pk_%(table_name)s", "ix": "ix_%(table_name)s_%(column_0_name)s"}
+    )
+
+
+class UtteranceRow(Base):
+    """The latest revision of one utterance's result, with the mood snapshot it produced."""
+
+    __tablename__ = "utterance_results"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    speaker: Mapped[str] = mapped_column(String(128))
+    speaker_index: Mapped[int] = mapped_column(Integer)
+    start_ms: Mapped[int] = mapped_column(Integer, default=0)
+    end_ms: Mapped[int] = mapped_column(Integer, default=0)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    event_id: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[list] = mapped_column(JSON)
+    sentiment: Mapped[str] = mapped_column(String(16))
+    sentiment_probabilities: Mapped[list] = mapped_column(JSON)
+    prediction_set: Mapped[list] = mapped_column(JSON)
+    prediction_set_coverage: Mapped[float] = mapped_column(Float)
+    modalities: Mapped[list] = mapped_column(JSON)
+    weights: Mapped[list] = mapped_column(JSON)
+    missing: Mapped[list] = mapped_column(JSON)
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # float32 bytes of the fused vector: the context of later utterances.
+    fused: Mapped[bytes] = mapped_column(LargeBinary)
+    # Every speaker's mood after this utterance, by speaker.
+    speaker_moods: Mapped[dict] = mapped_column(JSON)
+    conversation_mood: Mapped[dict] = mapped_column(JSON)
+    model_version: Mapped[str] = mapped_column(String(64))
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    emitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -1,0 +1,70 @@
+from merc.v1 import common_pb2 as _common_pb2
+from merc.v1 import encoder_pb2 as _encoder_pb2
+from merc.v1 import events_pb2 as _events_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AnalyzeUtteranceRequest(_message.Message):
+    __slots__ = ("utterance", "text", "audio", "frames", "faces")
+    UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    utterance: _common_pb2.UtteranceRef
+    text: str
+    audio: _encoder_pb2.Audio
+    frames: _containers.RepeatedCompositeFieldContainer[_encoder_pb2.Image]
+    faces: _containers.RepeatedCompositeFieldContainer[_encoder_pb2.Image]
+    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[_encoder_pb2.Audio, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ...) -> None: ...
+
+class AnalyzeUtteranceResponse(_message.Message):
+    __slots__ = ("utterance", "modalities", "errors")
+    UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    MODALITIES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    utterance: _common_pb2.UtteranceRef
+    modalities: _containers.RepeatedScalarFieldContainer[_common_pb2.Modality]
+    errors: _containers.RepeatedCompositeFieldContainer[ModalityError]
+    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., errors: _Optional[_Iterable[_Union[ModalityError, _Mapping]]] = ...) -> None: ...
+
+class ModalityError(_message.Message):
+    __slots__ = ("modality", "reason")
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    modality: _common_pb2.Modality
+    reason: str
+    def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class StreamConversationRequest(_message.Message):
+    __slots__ = ("utterance",)
+    UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    utterance: AnalyzeUtteranceRequest
+    def __init__(self, utterance: _Optional[_Union[AnalyzeUtteranceRequest, _Mapping]] = ...) -> None: ...
+
+class StreamConversationResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: _events_pb2.EmotionEvent
+    def __init__(self, event: _Optional[_Union[_events_pb2.EmotionEvent, _Mapping]] = ...) -> None: ...
+
+class GetConversationRequest(_message.Message):
+    __slots__ = ("tenant", "conversation_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    conversation_id: str
+    def __init__(self, tenant: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class GetConversationResponse(_message.Message):
+    __slots__ = ("conversation_id", "events")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    events: _containers.RepeatedCompositeFieldContainer[_events_pb2.EmotionEvent]
+    def __init__(self, conversation_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_events_pb2.EmotionEvent, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,52 @@
+"""Triton serves the same numbers as the in-process model code."""
+
+import numpy as np
+import pytest
+
+from merc.inference import InferenceUnavailable
+from merc.inference.local import LocalInference
+from merc.inference.triton import TritonInference
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["Oh my God, this is amazing!", "I don't want to talk about it.", "", "Okay."]
+
+
+@pytest.fixture(scope="module")
+def clients(triton):
+    return TritonInference(triton.triton_url), LocalInference()
+
+
+def test_text_encoder_matches_in_process(clients):
+    triton, local = clients
+    batch = {"TEXT": np.array([[t.encode()] for t in TEXTS], dtype=object)}
+    a, b = triton.infer("text_encoder", batch)["EMBEDDING"], local.infer("text_encoder", batch)["EMBEDDING"]
+    assert a.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+
+
+def test_fusion_matches_in_process_and_is_a_distribution(clients):
+    triton, local = clients
+    k, h = triton.input_shapes("fusion")["CTX_FUSED"]
+    rng = np.random.default_rng(0)
+    n = 3
+    inputs = {
+        "TEXT": rng.normal(size=(n, 384)).astype(np.float32) / 20,
+        "MODALITY_MASK": np.tile(np.array([1, 0, 0], np.float32), (n, 1)),
+        "SPEAKER": np.array([[0], [1], [0]], np.int64),
+        "CTX_FUSED": rng.normal(size=(n, k, h)).astype(np.float32),
+        "CTX_SPEAKER": np.zeros((n, k), np.int64),
+        "CTX_VALID": np.concatenate([np.zeros((n, k - 2)), np.ones((n, 2))], axis=1).astype(np.float32),
+    }
+    a, b = triton.infer("fusion", inputs), local.infer("fusion", inputs)
+    for name in ("PROBS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET"):
+        np.testing.assert_allclose(a[name], b[name], atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(a["PROBS"].sum(1), 1.0, atol=1e-5)
+    assert triton.version("fusion") == local.version("fusion")
+
+
+def test_unknown_model_is_reported_as_unavailable(clients):
+    triton, _ = clients
+    with pytest.raises(InferenceUnavailable, match="no_such_model"):
+        triton.infer("no_such_model", {"X": np.zeros((1, 1), np.float32)})

@@ -1,0 +1,32 @@
+import numpy as np
+
+from merc.store import Store, UtteranceResult
+
+
+def result(seq, speaker="a", label="joy", revision=0):
+    return UtteranceResult(
+        tenant="t", conversation_id="c", sequence=seq, speaker=speaker, speaker_index=0, start_ms=0, end_ms=10,
+        revision=revision, event_id=f"e{seq}.{revision}", label=label, confidence=0.5, probabilities=[1 / 7] * 7,
+        sentiment="neutral", sentiment_probabilities=[0.2, 0.6, 0.2], prediction_set=[label], prediction_set_coverage=0.9,
+        modalities=["text"], weights=[1.0], missing=[], degraded=False, fused=np.arange(4, dtype=np.float32) + seq,
+    )
+
+
+def test_upsert_is_idempotent_and_keeps_the_latest_revision(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.migrate()
+    store.upsert([result(0), result(1)])
+    store.upsert([result(0), result(1)])
+    store.upsert([result(1, label="anger", revision=1)])
+    rows = store.conversation("t", "c")
+    assert [(r.sequence, r.revision, r.label) for r in rows] == [(0, 0, "joy"), (1, 1, "anger")]
+    np.testing.assert_array_equal(rows[1].fused, np.arange(4, dtype=np.float32) + 1)
+
+
+def test_before_returns_the_last_k_strictly_earlier_oldest_first(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.migrate()
+    store.upsert([result(i) for i in range(6)])
+    assert [r.sequence for r in store.before("t", "c", 5, 3)] == [2, 3, 4]
+    assert store.before("t", "c", 0, 3) == []
+    assert store.conversation("other", "c") == []
