@@ -4,7 +4,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
-log="$MERC_RUN_DIR/logs/postgres.log"
+log="$MERC_RUN_DIR/logs/postgres.log"  # ours; the server's own log is in its data dir
 
 ensure_installed() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -15,7 +15,7 @@ ensure_installed() {
 }
 
 # PostgreSQL refuses to run as root: it runs as the `postgres` user, which must reach the data dir.
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 data_dir() {
   local d="$MERC_RUN_DIR/postgres"
@@ -34,7 +34,7 @@ start() {
   ensure_installed
   local dir
   dir=$(data_dir)
-  touch "$log" && { [ "$(id -u)" != 0 ] || chown postgres "$log"; }
+  local server_log="$dir/server.log"
   if [ ! -f "$dir/PG_VERSION" ]; then
     as_pg "$BIN/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >>"$log" 2>&1 \
       || die_with_log "initdb failed" "$log"
@@ -49,9 +49,9 @@ CONF
   if as_pg "$BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     echo "postgres already running"
   else
-    as_pg "$BIN/pg_ctl" -D "$dir" -l "$log" -w -t 60 -o "-p $MERC_PG_PORT" start >/dev/null || die_with_log "postgres did not start" "$log"
+    as_pg "$BIN/pg_ctl" -D "$dir" -l "$server_log" -w -t 60 -o "-p $MERC_PG_PORT" start >>"$log" 2>&1 || die_with_log "postgres did not start" "$server_log"
   fi
-  "$BIN/pg_isready" -h 127.0.0.1 -p "$MERC_PG_PORT" -t 30 >/dev/null || die_with_log "postgres not ready" "$log"
+  "$BIN/pg_isready" -h 127.0.0.1 -p "$MERC_PG_PORT" -t 30 >/dev/null || die_with_log "postgres not ready" "$server_log"
   as_pg "$BIN/psql" -h "$dir" -p "$MERC_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<'SQL' >>"$log" 2>&1 || die_with_log "creating role/database failed" "$log"
 SELECT 'CREATE ROLE merc LOGIN PASSWORD ''merc''' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'merc') \gexec
 SELECT 'CREATE DATABASE merc OWNER merc' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'merc') \gexec

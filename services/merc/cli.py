@@ -12,31 +12,35 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def _print_table(rows: list[dict]) -> None:
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="MERC emotion events", show_lines=False)
-    for col in ("conv", "utt", "speaker", "label", "conf", "prediction set", "sentiment", "modalities", "mood (valence/arousal)"):
-        table.add_column(col)
+    conversations = sorted({r["conversation"] for r in rows if r.get("conversation")})
+    table = Table(title=f"MERC emotion events: {', '.join(conversations)}", title_justify="left")
+    for col in ("#", "speaker", "emotion", "conf", "prediction set", "sentiment", "modalities", "valence/arousal"):
+        table.add_column(col, no_wrap=col not in ("prediction set", "modalities"))
     for r in rows:
+        where = f"line {r['line']}" if "line" in r else f"{r.get('conversation', '')}#{r.get('utterance', '?')}" if len(conversations) > 1 else str(r.get("utterance", "?"))
         if r.get("label") is None:
-            where = f"line {r['line']}" if "line" in r else str(r.get("utterance", "?"))
-            table.add_row(str(r.get("conversation", "")), where, r.get("speaker", ""), "[red]error[/red]", "", r.get("error", ""), "", "", "")
+            table.add_row(where, r.get("speaker", ""), "[red]error[/red]", "", r.get("error", ""), "", "", "")
             continue
         mood = r["mood"]["speaker"]
-        mods = ", ".join(f"{m} {r['weights'][m]:.2f}" for m in r["modalities"]) + (" [yellow](degraded)[/yellow]" if r["degraded"] else "")
+        mods = " ".join(f"{m}:{r['weights'][m]:.2f}" for m in r["modalities"]) + (" [yellow]degraded[/yellow]" if r["degraded"] else "")
         table.add_row(
-            r["conversation"],
-            str(r["utterance"]),
+            where,
             r["speaker"],
             r["label"],
             f"{r['confidence']:.2f}",
-            "{" + ", ".join(r["prediction_set"]) + "}",
+            " ".join(r["prediction_set"]),
             r["sentiment"],
             mods,
             f"{mood['valence']:+.2f} / {mood['arousal']:+.2f}",
         )
-    Console().print(table)
+    # Piped output has no terminal width; a table is still wanted whole.
+    width = shutil.get_terminal_size((140, 24)).columns
+    Console(width=max(width, 120)).print(table)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -73,6 +73,11 @@ class TextEncoder:
         # Belt and braces: even a mistyped path must never turn into a hub download.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        # Loading bars belong to interactive notebooks, not to a service's or CLI's output.
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
         path = Path(path) if path is not None else model_dir()
         self.max_length = max_length

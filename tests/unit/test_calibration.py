@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from merc import calibration as cal
+
+
+def test_temperature_fit_recovers_the_generating_temperature():
+    rng = np.random.default_rng(0)
+    base = rng.normal(scale=3.0, size=(20000, 7))
+    # Labels drawn from softmax(base); the model reports base * 2.5, i.e. overconfident by T = 2.5.
+    p = cal.softmax(base)
+    labels = np.array([rng.choice(7, p=row) for row in p])
+    t = cal.fit_temperature(base * 2.5, labels)
+    assert t == pytest.approx(2.5, rel=0.05)
+
+
+def test_ece_of_hand_computed_cases():
+    # Two samples in one bin (confidence 0.8), one right one wrong: |0.5 - 0.8| = 0.3.
+    probs = np.array([[0.8, 0.2], [0.8, 0.2]])
+    assert cal.ece(probs, np.array([0, 1])) == pytest.approx(0.3)
+    # Confidence 0.6 and 0.9, both right: bins weigh 1/2 each: 0.5 * 0.4 + 0.5 * 0.1.
+    probs = np.array([[0.6, 0.4], [0.1, 0.9]])
+    assert cal.ece(probs, np.array([0, 1])) == pytest.approx(0.25)
+
+
+def test_ece_is_near_zero_when_calibrated():
+    rng = np.random.default_rng(1)
+    p = cal.softmax(rng.normal(scale=2.0, size=(50000, 7)))
+    labels = np.array([rng.choice(7, p=row) for row in p])
+    assert cal.ece(p, labels) < 0.01
+
+
+def test_nll_and_brier_on_known_values():
+    probs = np.array([[0.5, 0.5], [1.0, 0.0]])
+    labels = np.array([0, 0])
+    assert cal.nll(probs, labels) == pytest.approx(np.log(2) / 2)
+    assert cal.brier(probs, labels) == pytest.approx((0.25 + 0.25 + 0) / 2)
+
+
+def test_conformal_sets_cover_at_the_stated_level():
+    rng = np.random.default_rng(2)
+    p = cal.softmax(rng.normal(scale=1.5, size=(6000, 7)))
+    labels = np.array([rng.choice(7, p=row) for row in p])
+    q = cal.conformal_threshold(p[:3000], labels[:3000], coverage=0.9)
+    covered, size = cal.empirical_coverage(p[3000:], labels[3000:], q)
+    assert abs(covered - 0.9) < 0.02
+    assert 1 <= size <= 7
+
+
+def test_prediction_set_is_never_empty_and_ordered():
+    probs = np.array([0.05, 0.6, 0.05, 0.2, 0.05, 0.03, 0.02])
+    assert cal.prediction_set(probs, threshold=0.0) == [1]
+    assert cal.prediction_set(probs, threshold=0.85) == [1, 3]
+    assert cal.conformal_threshold(probs[None], np.array([1]), coverage=0.9) == 1.0  # too few points
