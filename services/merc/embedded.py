@@ -35,6 +35,7 @@ class LineResult:
     utterance: manifest.Utterance | None
     event: events_pb2.EmotionEvent | None = None
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     line: int = 0
 
     def to_json(self) -> dict:
@@ -59,6 +60,8 @@ class LineResult:
         )
         if self.errors:
             out["errors"] = self.errors
+        if self.notes:
+            out["notes"] = self.notes
         return out
 
 

@@ -51,15 +51,36 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
             r.errors.append(f"line {item.line}: {e.code().name}: {e.details()}")
             print(f"merc analyze: {path}: {r.errors[-1]}", file=sys.stderr)
     deadline = time.monotonic() + timeout_s
+    quiet_s = cfg.join_window_ms / 1000 + 5
+    last = time.monotonic()
     waiting = set(results)
-    while waiting and time.monotonic() < deadline:
+    while waiting and time.monotonic() < min(deadline, last + quiet_s):
         for m in events.poll(timeout_ms=200):
             e = events_pb2.EmotionEvent.FromString(m.value)
             key = (e.utterance.conversation_id, e.utterance.sequence)
             if key in results:
                 results[key].event = e
                 waiting.discard(key)
+                last = time.monotonic()
     events.close()
-    for key in waiting:
-        results[key].errors.append(f"no event within {timeout_s:.0f} s")
+    if waiting:
+        _from_store(stub, cfg.tenant, results, waiting)
     return [r.to_json() for r in order]
+
+
+def _from_store(stub, tenant: str, results: dict, waiting: set) -> None:
+    """Utterances already analysed earlier produce no new event (the join drops duplicates):
+    take their stored result instead, and say so."""
+    for conversation in sorted({c for c, _ in waiting}):
+        try:
+            stored = stub.GetConversation(gateway_pb2.GetConversationRequest(tenant=tenant, conversation_id=conversation), timeout=10)
+        except grpc.RpcError:
+            continue
+        for e in stored.events:
+            key = (conversation, e.utterance.sequence)
+            if key in waiting:
+                results[key].event = e
+                results[key].notes.append("no new event: this utterance was analysed before; showing the stored result")
+                waiting.discard(key)
+    for key in waiting:
+        results[key].errors.append("no event arrived (is the fusion service running?)")
