@@ -91,7 +91,8 @@ class FusionProcessor:
     def _on_assign(self, parts: list[TopicPartition]) -> None:
         self.owned = {p for _, p in parts}
         self.context.clear()
-        self.join.forget(lambda key: False)
+        self.join.clear()
+        self._source_partition.clear()
         restored = 0
         for p in sorted(self.owned):
             latest: dict[bytes, bytes | None] = {}
@@ -195,7 +196,7 @@ class FusionProcessor:
             for key, state in self.join.dirty_states(now).items():
                 p.send(self.state_topic, _state_key(key), state.SerializeToString(), partition=self._partition(key[1]))
             for key in tombstones:
-                p.send(self.state_topic, _state_key(key), None, partition=self._partition(key[1]))
+                p.send(self.state_topic, _state_key(key), None, partition=self._source_partition.pop(key[1], None))
             p.commit(offsets, self._consumer)
         except Exception:
             p.abort()

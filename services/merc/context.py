@@ -72,9 +72,5 @@ class ContextCache:
             conv.first_seen[result.speaker] = result.sequence
         self._trim(conv)
 
-    def latest_before(self, tenant: str, conversation_id: str, sequence: int) -> UtteranceResult | None:
-        w = self.window(tenant, conversation_id, sequence, "")
-        return w.previous[-1] if w.previous else None
-
     def clear(self) -> None:
         self._conversations.clear()

@@ -168,9 +168,9 @@ class Join:
                 conv.entries[seq] = Entry(embeddings, e.first_arrival_ms, e.emitted, e.revision)
         self._conversations[key] = conv
 
-    def forget(self, keep) -> None:
-        """Drop conversations whose key `keep(key)` rejects (partitions no longer owned)."""
-        self._conversations = {k: v for k, v in self._conversations.items() if keep(k)}
+    def clear(self) -> None:
+        """Forget everything (before restoring the state of newly assigned partitions)."""
+        self._conversations.clear()
 
     def idle(self, now_ms: int, idle_ms: int) -> list[tuple[str, str]]:
         """Conversations with nothing pending and no activity for idle_ms: removed, keys returned."""
