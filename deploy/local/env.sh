@@ -1,4 +1,6 @@
 # Defaults for the local stack; every value can be overridden from the environment.
+# Every port sits below Linux's ephemeral range (32768-60999): a listener there can
+# collide with the local end of some outgoing connection and fail to bind.
 # Sourced by stack.sh, kafka.sh, postgres.sh, triton.sh, services.sh and test.sh.
 REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 MERC_RUN_DIR="${MERC_RUN_DIR:-$REPO/.run}"
@@ -8,7 +10,7 @@ MERC_KAFKA_CONTROLLER_PORT="${MERC_KAFKA_CONTROLLER_PORT:-19093}"
 MERC_KAFKA_PARTITIONS="${MERC_KAFKA_PARTITIONS:-3}"
 MERC_KAFKA_BOOTSTRAP="${MERC_KAFKA_BOOTSTRAP:-127.0.0.1:$MERC_KAFKA_PORT}"
 
-MERC_PG_PORT="${MERC_PG_PORT:-55432}"
+MERC_PG_PORT="${MERC_PG_PORT:-25432}"
 MERC_DATABASE_URL="${MERC_DATABASE_URL:-postgresql+psycopg://merc:merc@127.0.0.1:$MERC_PG_PORT/merc}"
 
 MERC_TRITON_HTTP_PORT="${MERC_TRITON_HTTP_PORT:-18000}"

@@ -17,9 +17,9 @@ ALL=(encoder-text fusion gateway)
 
 port_of() {
   case "$1" in
-    encoder-text) echo "${MERC_TEXT_ENCODER_PORT:-50061}" ;;
-    fusion) echo "${MERC_FUSION_PORT:-50070}" ;;
-    gateway) echo "${MERC_GATEWAY_PORT:-50050}" ;;
+    encoder-text) echo "${MERC_TEXT_ENCODER_PORT:-28061}" ;;
+    fusion) echo "${MERC_FUSION_PORT:-28070}" ;;
+    gateway) echo "${MERC_GATEWAY_PORT:-28050}" ;;
   esac
 }
 

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     topic_prefix: str = "merc"
 
     # PostgreSQL (or any SQLAlchemy URL; the embedded mode uses SQLite)
-    database_url: str = "postgresql+psycopg://merc:merc@127.0.0.1:55432/merc"
+    database_url: str = "postgresql+psycopg://merc:merc@127.0.0.1:25432/merc"
 
     # Inference: Triton over KServe v2 gRPC, or the same model code in-process.
     inference: Literal["triton", "local"] = "triton"
@@ -38,17 +38,17 @@ class Settings(BaseSettings):
 
     # Encoder service: one program, one modality per deployment.
     encoder_modality: Literal["text", "audio", "vision"] = "text"
-    encoder_port: int = 50061
+    encoder_port: int = 28061
     max_text_chars: int = 2000
 
     # Gateway
-    gateway_port: int = 50050
-    text_encoder_url: str = "127.0.0.1:50061"
-    audio_encoder_url: str = "127.0.0.1:50062"
-    vision_encoder_url: str = "127.0.0.1:50063"
+    gateway_port: int = 28050
+    text_encoder_url: str = "127.0.0.1:28061"
+    audio_encoder_url: str = "127.0.0.1:28062"
+    vision_encoder_url: str = "127.0.0.1:28063"
 
     # Fusion / context service
-    fusion_port: int = 50070
+    fusion_port: int = 28070
     fusion_instance: str = Field(default_factory=socket.gethostname)
     fusion_group: str = "merc-fusion"
     join_window_ms: int = 1500
