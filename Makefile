@@ -38,7 +38,7 @@ up: install
 	deploy/local/stack.sh up all
 	$(VENV)/bin/merc db upgrade
 	deploy/local/services.sh start all
-	@echo "gateway on 127.0.0.1:$${MERC_GATEWAY_PORT:-50050}; try: $(VENV)/bin/merc analyze --remote 127.0.0.1:50050 examples/conversation.jsonl"
+	@echo "gateway on 127.0.0.1:$${MERC_GATEWAY_PORT:-28050}; try: $(VENV)/bin/merc analyze --remote 127.0.0.1:28050 examples/conversation.jsonl"
 
 down:
 	-deploy/local/services.sh stop all
@@ -60,8 +60,11 @@ buf-lint: $(BUF)
 	$(BUF) lint
 	@echo "buf lint: ok"
 
+# Retrains every model from ../shared/data (CPU, 2 cores: roughly 2 + 18 min, vision longer).
 models: install
 	$(VENV)/bin/merc train context
+	$(VENV)/bin/merc train audio
+	$(VENV)/bin/merc train vision
 
 clean:
 	rm -rf .run .tools .pytest_cache

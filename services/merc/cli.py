@@ -88,9 +88,10 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from merc.training import context
+    import importlib
 
-    return context.main(args.rest) or EXIT_OK
+    # Each trainer is a module with main(argv) and its own --help.
+    return importlib.import_module(f"merc.training.{args.model}").main(args.rest) or EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -120,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--url", help="SQLAlchemy URL (default: MERC_DATABASE_URL)")
     d.set_defaults(func=cmd_db)
 
-    t = sub.add_parser("train", help="train a model: `merc train context [--help]`")
-    t.add_argument("model", choices=["context"])
+    t = sub.add_parser("train", help="train a model: `merc train context|audio|vision [--help]`")
+    t.add_argument("model", choices=["context", "audio", "vision"])
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
 

@@ -50,3 +50,19 @@ def test_unknown_model_is_reported_as_unavailable(clients):
     triton, _ = clients
     with pytest.raises(InferenceUnavailable, match="no_such_model"):
         triton.infer("no_such_model", {"X": np.zeros((1, 1), np.float32)})
+
+
+def test_audio_encoder_matches_in_process(clients):
+    triton, local = clients
+    rng = np.random.default_rng(1)
+    t = np.arange(16000 * 2) / 16000
+    voiced = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    wave = np.zeros((2, len(voiced)), np.float32)
+    wave[0] = voiced + 0.01 * rng.normal(size=len(voiced)).astype(np.float32)
+    wave[1, :16000] = voiced[:16000]
+    inputs = {"WAVE": wave, "LENGTH": np.array([[len(voiced)], [16000]], np.int64)}
+    a, b = triton.infer("audio_encoder", inputs), local.infer("audio_encoder", inputs)
+    assert a["EMBEDDING"].shape == (2, 128)
+    np.testing.assert_allclose(a["PROBS"], b["PROBS"], atol=1e-4)
+    np.testing.assert_allclose(a["PROBS"].sum(1), 1.0, atol=1e-5)
+    assert triton.version("audio_encoder") == local.version("audio_encoder")

@@ -1,6 +1,5 @@
 """ContextModel: shapes, masks, causality, and step-wise inference == training computation."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -4,26 +4,43 @@ import hashlib
 import json
 import re
 
+import pytest
+
 from conftest import REPO
 
-FUSION = REPO / "model_repository" / "fusion"
+MODELS = REPO / "model_repository"
+TRAINED = sorted(p.parent.parent for p in MODELS.glob("*/1/SHA256SUMS"))
 
 
-def test_committed_files_match_their_sha256():
-    for line in (FUSION / "1" / "SHA256SUMS").read_text().splitlines():
+@pytest.mark.parametrize("model", TRAINED, ids=lambda p: p.name)
+def test_committed_files_match_their_sha256(model):
+    for line in (model / "1" / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split()
-        assert hashlib.sha256((FUSION / "1" / name).read_bytes()).hexdigest() == digest, name
+        assert hashlib.sha256((model / "1" / name).read_bytes()).hexdigest() == digest, name
 
 
-def test_triton_config_names_the_committed_version_and_shapes():
-    config = json.loads((FUSION / "1" / "config.json").read_text())
-    pbtxt = (FUSION / "config.pbtxt").read_text()
+@pytest.mark.parametrize("model", TRAINED, ids=lambda p: p.name)
+def test_triton_config_names_the_committed_version(model):
+    config = json.loads((model / "1" / "config.json").read_text())
+    pbtxt = (model / "config.pbtxt").read_text()
     assert re.search(r'key: "model_version", value: \{ string_value: "([^"]+)"', pbtxt).group(1) == config["version"]
+
+
+def test_every_model_directory_is_servable():
+    # Triton refuses to start when one directory of the repository is not a model.
+    for d in MODELS.iterdir():
+        if d.is_dir():
+            assert (d / "config.pbtxt").is_file() and (d / "1" / "model.py").is_file(), d.name
+
+
+def test_fusion_shapes_match_its_config():
+    config = json.loads((MODELS / "fusion" / "1" / "config.json").read_text())
+    pbtxt = (MODELS / "fusion" / "config.pbtxt").read_text()
     k, h = config["context"], config["hidden"]
     assert f'name: "CTX_FUSED", data_type: TYPE_FP32, dims: [ {k}, {h} ]' in pbtxt
     assert f'name: "FUSED", data_type: TYPE_FP32, dims: [ {h} ]' in pbtxt
 
 
 def test_weights_stay_small():
-    total = sum(p.stat().st_size for p in (REPO / "model_repository").rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
     assert total < 20 * 2**20

@@ -20,12 +20,39 @@ def _text_encoder(repo: str | None):
 def _fusion(repo: str | None):
     from merc.models.predictor import FusionPredictor
 
-    if repo:
-        return FusionPredictor(Path(repo) / "fusion" / "1")
-    return FusionPredictor.load_default()
+    return FusionPredictor(_version_dir(repo, "fusion"))
 
 
-FACTORIES: dict[str, Callable] = {"text_encoder": _text_encoder, "fusion": _fusion}
+def model_repository() -> Path:
+    """The nearest model_repository/ above this package (a source checkout); MERC_MODEL_REPOSITORY overrides."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "model_repository").is_dir():
+            return parent / "model_repository"
+    raise FileNotFoundError(f"no model_repository/ above {Path(__file__).parent}; set MERC_MODEL_REPOSITORY")
+
+
+def _version_dir(repo: str | None, name: str) -> Path:
+    return (Path(repo) if repo else model_repository()) / name / "1"
+
+
+def _audio_encoder(repo: str | None):
+    from merc.models.encoders import AudioEmotionEncoder
+
+    return AudioEmotionEncoder(_version_dir(repo, "audio_encoder"))
+
+
+def _face_encoder(repo: str | None):
+    from merc.models.encoders import FaceEmotionEncoder
+
+    return FaceEmotionEncoder(_version_dir(repo, "face_encoder"))
+
+
+FACTORIES: dict[str, Callable] = {
+    "text_encoder": _text_encoder,
+    "fusion": _fusion,
+    "audio_encoder": _audio_encoder,
+    "face_encoder": _face_encoder,
+}
 
 
 class LocalInference(InferenceClient):

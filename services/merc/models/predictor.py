@@ -19,7 +19,6 @@ Outputs: PROBS f32 [B,7] (softmax of LOGITS / temperature), LOGITS f32 [B,7],
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,8 @@ from safetensors.torch import load_file
 from merc.calibration import prediction_set
 from merc.models.context_model import ContextConfig, ContextModel
 
-ENV_REPOSITORY = "MERC_MODEL_REPOSITORY"
 INPUTS = ("TEXT", "MODALITY_MASK", "SPEAKER", "CTX_FUSED", "CTX_SPEAKER", "CTX_VALID")
 OUTPUTS = ("PROBS", "LOGITS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET", "COVERAGE")
-
-
-def model_repository() -> Path:
-    """``$MERC_MODEL_REPOSITORY``, else the nearest ``model_repository/`` above this package."""
-    env = os.environ.get(ENV_REPOSITORY)
-    if env:
-        return Path(env)
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "model_repository").is_dir():
-            return parent / "model_repository"
-    raise FileNotFoundError(f"no model_repository/ above {Path(__file__).parent}; set {ENV_REPOSITORY}")
 
 
 class FusionPredictor:
@@ -61,14 +48,6 @@ class FusionPredictor:
         self.model.load_state_dict(load_file(str(directory / "weights.safetensors")))
         # eval(): no dropout, so a replay yields identical events (DESIGN.md §5).
         self.model.to(self.device).eval()
-
-    @classmethod
-    def default_directory(cls) -> Path:
-        return model_repository() / "fusion" / "1"
-
-    @classmethod
-    def load_default(cls, device: str = "cpu") -> "FusionPredictor":
-        return cls(cls.default_directory(), device=device)
 
     @property
     def K(self) -> int:

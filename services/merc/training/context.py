@@ -18,7 +18,6 @@ import argparse
 import copy
 import hashlib
 import json
-import re
 import platform
 import shlex
 import sys
@@ -35,8 +34,9 @@ from merc import calibration as cal
 from merc import metrics
 from merc.data.meld import DataUnavailable, Dialogue, holdout_split, load_split, repo_root
 from merc.labels import LABELS, MODALITIES, SENTIMENTS
-from merc.models.context_model import ContextConfig, ContextModel, window_indices
 from merc.models import text_encoder
+from merc.models.context_model import ContextConfig, ContextModel, window_indices
+from merc.training.artifacts import sha256, stamp_triton_version
 
 VALIDATION_FRACTION = 0.10
 VALIDATION_SEED = 0  # one fixed train/validation split, so seeds are compared on the same dialogues
@@ -215,10 +215,6 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, lengths: list[int
 # ---------------------------------------------------------------------------- artifacts
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_artifacts(out: Path, model: ContextModel, info: dict, temperature: float, threshold: float,
                    coverage: float, dev_n: int, card: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
@@ -247,14 +243,6 @@ def save_artifacts(out: Path, model: ContextModel, info: dict, temperature: floa
     stamp_triton_version(out.parent / "config.pbtxt", version)
     return version
 
-
-def stamp_triton_version(pbtxt: Path, version: str) -> None:
-    """Triton reports a model's version from its config, so events name the weights they came from."""
-    if pbtxt.is_file():
-        text = re.sub(
-            r'(key: "model_version", value: \{ string_value: ")[^"]*(")', rf"\g<1>{version}\g<2>", pbtxt.read_text()
-        )
-        pbtxt.write_text(text)
 
 
 def mean_std(values) -> str:

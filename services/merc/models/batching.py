@@ -1,0 +1,36 @@
+"""Triton python-backend glue shared by every model.py: one model call per dynamic batch.
+
+The adapters pass in `pb_utils` (it only exists inside Triton's stub), so this
+module stays importable, and testable, anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+
+
+def parameters(args: dict) -> dict[str, str]:
+    """The string parameters of the model's config.pbtxt."""
+    config = json.loads(args["model_config"])
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+
+
+def execute(pb_utils, requests, inputs: list[str], outputs: dict[str, np.dtype], infer: Callable[[dict], dict]) -> list:
+    """Concatenate the requests' inputs, call `infer` once, split the outputs back per request."""
+    arrays = {name: [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests] for name in inputs}
+    sizes = [len(a) for a in arrays[inputs[0]]]
+    result = infer({name: np.concatenate(parts) for name, parts in arrays.items()})
+    responses, start = [], 0
+    for n in sizes:
+        tensors = [pb_utils.Tensor(name, result[name][start : start + n].astype(dtype)) for name, dtype in outputs.items()]
+        responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        start += n
+    return responses
+
+
+def output_dtypes(pb_utils, args: dict) -> dict[str, np.dtype]:
+    config = json.loads(args["model_config"])
+    return {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}

@@ -1,0 +1,57 @@
+"""The audio and face emotion encoders as served: load a version directory, answer dict-in/dict-out.
+
+Like FusionPredictor, `infer` is the contract shared by the Triton adapters
+(model_repository/{audio,face}_encoder/1/model.py) and the in-process client.
+
+audio_encoder: WAVE f32 [B, samples] (16 kHz mono, zero-padded; LENGTH i64 [B, 1] gives each
+               clip's true length) -> EMBEDDING f32 [B, 128], PROBS f32 [B, 7]
+face_encoder:  FACES u8 [B, 48, 48] greyscale crops -> EMBEDDING f32 [B, 128], PROBS f32 [B, 7]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from merc.models.audio_cnn import AudioCNN, AudioConfig
+from merc.models.audio_features import log_mel, trim_silence
+from merc.models.face_cnn import FaceCNN, FaceConfig
+
+
+def _load(directory: Path, model_cls, config_cls):
+    config = json.loads((directory / "config.json").read_text())
+    model = model_cls(config_cls.from_dict(config))
+    model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    return model.eval(), str(config.get("version", "unversioned"))
+
+
+class AudioEmotionEncoder:
+    def __init__(self, directory: str | Path) -> None:
+        self.model, self.version = _load(Path(directory), AudioCNN, AudioConfig)
+
+    @torch.inference_mode()
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        wave = np.asarray(inputs["WAVE"], dtype=np.float32)
+        lengths = np.asarray(inputs.get("LENGTH", np.full((len(wave), 1), wave.shape[1])), dtype=np.int64)[:, 0]
+        embeddings, probs = [], []
+        # Clips differ in length: each goes alone (padding would change its pooled statistics).
+        for w, n in zip(wave, lengths, strict=True):
+            out = self.model(log_mel(trim_silence(torch.from_numpy(w[: max(int(n), 1)]))))
+            embeddings.append(out["embedding"][0])
+            probs.append(torch.softmax(out["logits"][0], -1))
+        return {"EMBEDDING": torch.stack(embeddings).numpy(), "PROBS": torch.stack(probs).numpy()}
+
+
+class FaceEmotionEncoder:
+    def __init__(self, directory: str | Path) -> None:
+        self.model, self.version = _load(Path(directory), FaceCNN, FaceConfig)
+
+    @torch.inference_mode()
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        faces = torch.from_numpy(np.ascontiguousarray(inputs["FACES"], dtype=np.uint8))
+        out = self.model(FaceCNN.normalise(faces))
+        return {"EMBEDDING": out["embedding"].numpy(), "PROBS": torch.softmax(out["logits"], -1).numpy()}

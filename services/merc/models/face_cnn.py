@@ -1,0 +1,66 @@
+"""Facial expression from a 48x48 greyscale face crop: a VGG-style CNN.
+
+Four conv stages (two 3x3 convs each, batch norm, max pooling) -> global
+average pooling -> a 128-d embedding (what the vision encoder pools over frames
+and publishes) -> 7 emotion logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass
+class FaceConfig:
+    size: int = 48
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    embedding: int = 128
+    dropout: float = 0.4
+    n_labels: int = 7
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaceConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+
+def _stage(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class FaceCNN(nn.Module):
+    def __init__(self, cfg: FaceConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        chans = (1, *cfg.channels)
+        self.features = nn.Sequential(*[_stage(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
+        self.embed = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.channels[-1], cfg.embedding), nn.ReLU(inplace=True))
+        self.head = nn.Linear(cfg.embedding, cfg.n_labels)
+
+    @staticmethod
+    def normalise(images: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 255] float [B, 48, 48] -> standardised [B, 1, 48, 48], per image (lighting)."""
+        x = images.float()[:, None] / 255.0
+        return (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: normalised [B, 1, 48, 48]."""
+        e = self.embed(self.features(x).mean(dim=(2, 3)))
+        return {"embedding": e, "logits": self.head(e)}

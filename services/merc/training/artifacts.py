@@ -1,0 +1,58 @@
+"""What every trainer writes: weights + config + SHA256SUMS in a version directory, and a seed table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import save_file
+from torch import nn
+
+from merc.labels import LABELS
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_model(out: Path, model: nn.Module, config: dict, prefix: str) -> str:
+    """Write weights.safetensors, config.json (with the version) and SHA256SUMS; return the version."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "weights.safetensors"))
+    version = f"{prefix}-{sha256(out / 'weights.safetensors')[:12]}"
+    (out / "config.json").write_text(json.dumps({**config, "version": version, "labels": list(LABELS)}, indent=2) + "\n")
+    (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in ("weights.safetensors", "config.json")))
+    stamp_triton_version(out.parent / "config.pbtxt", version)
+    return version
+
+
+def stamp_triton_version(pbtxt: Path, version: str) -> None:
+    """Triton reports a model's version from its config, so events name the weights they came from."""
+    if pbtxt.is_file():
+        text = re.sub(r'(key: "model_version", value: \{ string_value: ")[^"]*(")', rf"\g<1>{version}\g<2>", pbtxt.read_text())
+        pbtxt.write_text(text)
+
+
+def mean_std(rows: list[dict], key: str) -> str:
+    v = np.array([r[key] for r in rows])
+    return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
+
+
+def metrics_table(rows: list[dict], split: str) -> list[str]:
+    """Markdown: headline mean ± std over seeds, then per-seed weighted F1 and per-class recall."""
+    lines = [
+        f"| metric ({split}, {len(rows)} seeds) | mean ± std |",
+        "|---|---|",
+        f"| weighted F1 | {mean_std(rows, 'weighted_f1')} |",
+        f"| macro F1 | {mean_std(rows, 'macro_f1')} |",
+        f"| accuracy | {mean_std(rows, 'accuracy')} |",
+        "",
+        "| seed | weighted F1 | " + " | ".join(f"recall {n}" for n in LABELS) + " |",
+        "|---|---|" + "---|" * len(LABELS),
+    ]
+    for seed, r in enumerate(rows):
+        lines.append(f"| {seed} | {r['weighted_f1']:.4f} | " + " | ".join(f"{x:.3f}" for x in r["recall"]) + " |")
+    return lines

@@ -1,0 +1,136 @@
+"""Train the facial-expression CNN on FER2013 `train`; report on `publictest`.
+
+    merc train vision [--seeds 3] [--epochs 30] [--out model_repository/face_encoder/1]
+
+A fixed schedule (one-cycle over --epochs), last epoch reported: publictest
+never chooses an epoch or a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from merc import metrics
+from merc.data import fer2013
+from merc.labels import LABELS
+from merc.training.artifacts import metrics_table, save_model
+from merc.models.face_cnn import FaceCNN, FaceConfig
+
+
+def cached_split(split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    path = cache / f"fer2013-{split}.npz"
+    if path.is_file():
+        z = np.load(path)
+        return z["x"], z["y"]
+    x, y = fer2013.load_split(split)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, x=x, y=y)
+    return x, y
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Flips, small rotations and shifts (one affine warp), brightness/contrast jitter. x: [B,1,48,48]."""
+    b = len(x)
+    angle = (torch.rand(b, generator=g) - 0.5) * math.radians(20)
+    scale = 1 + (torch.rand(b, generator=g) - 0.5) * 0.2
+    flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+    shift = (torch.rand(b, 2, generator=g) - 0.5) * 0.2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    contrast = 1 + (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.4
+    bright = (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.4
+    return x * contrast + bright
+
+
+@torch.inference_mode()
+def predict(model: FaceCNN, x: torch.Tensor, batch: int = 512) -> np.ndarray:
+    model.eval()
+    return torch.cat([torch.softmax(model(x[i : i + batch])["logits"], -1) for i in range(0, len(x), batch)]).numpy()
+
+
+def train_one(x: torch.Tensor, y: torch.Tensor, cfg: FaceConfig, epochs: int, seed: int, batch: int = 128, log=print) -> FaceCNN:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = FaceCNN(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    steps = epochs * math.ceil(len(x) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.2)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=g)
+        total = 0.0
+        for i in range(0, len(order), batch):
+            idx = order[i : i + batch]
+            loss = F.cross_entropy(model(augment(x[idx], g))["logits"], y[idx], label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        log(f"  seed {seed} epoch {epoch + 1}: train loss {total / len(x):.3f}")
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = Path(__file__).resolve().parents[3]
+    p = argparse.ArgumentParser(prog="merc train vision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--out", type=Path, default=root / "model_repository" / "face_encoder" / "1")
+    p.add_argument("--report", type=Path, default=root / "bench" / "results" / "vision_fer2013.md")
+    p.add_argument("--cache", type=Path, default=root / ".cache")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+
+    x_train, y_train = cached_split("train", args.cache)
+    x_val, y_val = cached_split("publictest", args.cache)
+    xt, xv = FaceCNN.normalise(torch.from_numpy(x_train)), FaceCNN.normalise(torch.from_numpy(x_val))
+    yt = torch.from_numpy(y_train)
+    print(f"train {len(xt)} faces / publictest {len(xv)} faces")
+    cfg = FaceConfig()
+    rows, shipped = [], None
+    for seed in range(args.seeds):
+        model = train_one(xt, yt, cfg, args.epochs, seed)
+        s = metrics.summary(y_val, predict(model, xv).argmax(1), len(LABELS))
+        rows.append(s)
+        shipped = shipped or model
+        print(f"  seed {seed}: publictest weighted F1 {s['weighted_f1']:.4f}, macro F1 {s['macro_f1']:.4f}, accuracy {s['accuracy']:.4f}")
+
+    version = save_model(args.out, shipped, cfg.to_dict(), "face-cnn")
+
+    command = "merc train vision " + shlex.join(sys.argv[1:] if argv is None else argv)
+    lines = [
+        "# Facial-expression CNN on FER2013",
+        "",
+        f"Command: `{command}`  ",
+        f"Wall time: {time.time() - started:.0f} s on {platform.machine()} CPU, torch {torch.__version__} ({args.threads} threads)  ",
+        f"Shipped: `{args.out.relative_to(root) if args.out.is_relative_to(root) else args.out}` version `{version}` (seed 0; seeds are not chosen on publictest)",
+        "",
+        f"Data: FER2013 train ({len(xt)} faces) for training, publictest ({len(xv)}) for the figures; "
+        f"fixed schedule of {args.epochs} epochs, last epoch reported. Augmentation: flips, ±10° rotations, "
+        "±10% scale and shifts, brightness/contrast.",
+        "",
+        *metrics_table(rows, "publictest"),
+    ]
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from merc.data import fer2013
+from merc.labels import LABELS
+from merc.models.face_cnn import FaceCNN, FaceConfig
+from merc.training.vision import augment
+
+
+def jpeg(value: int, size: int = 48) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size, size), value, np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_loads_a_tar_with_a_folder_per_label(tmp_path):
+    (tmp_path / "fer2013").mkdir()
+    with tarfile.open(tmp_path / "fer2013" / "publictest.tar", "w") as tar:
+        for i, (label, size) in enumerate((("happy", 48), ("angry", 48), ("sad", 64), ("bored", 48))):
+            data = jpeg(40 * i, size)
+            info = tarfile.TarInfo(f"publictest/{label}/{i}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    x, y = fer2013.load_split("publictest", root=tmp_path)
+    assert x.shape == (3, 48, 48) and x.dtype == np.uint8  # the 64x64 face is resized, 'bored' skipped
+    assert [LABELS[i] for i in y] == ["joy", "anger", "sadness"]
+
+
+def test_loads_a_plain_folder_too(tmp_path):
+    d = tmp_path / "fer2013" / "train" / "surprise"
+    d.mkdir(parents=True)
+    (d / "a.jpg").write_bytes(jpeg(100))
+    x, y = fer2013.load_split("train", root=tmp_path)
+    assert len(x) == 1 and LABELS[y[0]] == "surprise"
+
+
+def test_missing_split_is_a_clear_error(tmp_path):
+    with pytest.raises(fer2013.DataUnavailable):
+        fer2013.load_split("train", root=tmp_path)
+
+
+def test_cnn_shapes_and_augmentation_keeps_shape():
+    x = FaceCNN.normalise(torch.randint(0, 256, (5, 48, 48), dtype=torch.uint8))
+    assert x.shape == (5, 1, 48, 48)
+    out = FaceCNN(FaceConfig()).eval()(x)
+    assert out["embedding"].shape == (5, FaceConfig().embedding) and out["logits"].shape == (5, len(LABELS))
+    assert augment(x, torch.Generator().manual_seed(0)).shape == x.shape
