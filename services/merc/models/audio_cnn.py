@@ -7,44 +7,23 @@ publishes) -> 7 emotion logits.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from merc.models.layers import DictConfig, conv_stage
 
 from merc.models.audio_features import N_MELS
 
 
 @dataclass
-class AudioConfig:
+class AudioConfig(DictConfig):
     n_mels: int = N_MELS
     channels: tuple[int, ...] = (16, 32, 64, 128)
     embedding: int = 128
     dropout: float = 0.3
     n_labels: int = 7
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AudioConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        return cls(**d)
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
 
 
 class AudioCNN(nn.Module):
@@ -52,7 +31,7 @@ class AudioCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         chans = (1, *cfg.channels)
-        self.features = nn.Sequential(*[_block(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
+        self.features = nn.Sequential(*[conv_stage(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
         self.embed = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(2 * cfg.channels[-1], cfg.embedding), nn.ReLU(inplace=True))
         self.head = nn.Linear(cfg.embedding, cfg.n_labels)
 

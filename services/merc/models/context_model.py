@@ -21,18 +21,19 @@ with the stored fused vectors therefore reproduces training-time outputs exactly
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from merc.labels import MODALITIES
+from merc.models.layers import DictConfig
 
 N_MODALITIES = len(MODALITIES)  # mask / weight order: text, audio, vision
 
 
 @dataclass
-class ContextConfig:
+class ContextConfig(DictConfig):
     text_dim: int = 384
     hidden: int = 128
     context: int = 8  # K previous utterances
@@ -43,14 +44,6 @@ class ContextConfig:
     max_speakers: int = 8
     n_labels: int = 7
     n_sentiments: int = 3
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ContextConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class TextExpert(nn.Module):

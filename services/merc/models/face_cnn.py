@@ -7,42 +7,21 @@ and publishes) -> 7 emotion logits.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from merc.models.layers import DictConfig, conv_stage
+
 
 @dataclass
-class FaceConfig:
+class FaceConfig(DictConfig):
     size: int = 48
     channels: tuple[int, ...] = (32, 64, 128, 256)
     embedding: int = 128
     dropout: float = 0.4
     n_labels: int = 7
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FaceConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        return cls(**d)
-
-
-def _stage(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
 
 
 class FaceCNN(nn.Module):
@@ -50,7 +29,7 @@ class FaceCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         chans = (1, *cfg.channels)
-        self.features = nn.Sequential(*[_stage(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
+        self.features = nn.Sequential(*[conv_stage(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)])
         self.embed = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.channels[-1], cfg.embedding), nn.ReLU(inplace=True))
         self.head = nn.Linear(cfg.embedding, cfg.n_labels)
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import re
+import shlex
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.torch import save_file
 from torch import nn
 
@@ -56,3 +61,28 @@ def metrics_table(rows: list[dict], split: str) -> list[str]:
     for seed, r in enumerate(rows):
         lines.append(f"| {seed} | {r['weighted_f1']:.4f} | " + " | ".join(f"{x:.3f}" for x in r["recall"]) + " |")
     return lines
+
+
+def write_report(
+    path: Path, title: str, command: str, argv: list[str] | None, started: float, threads: int,
+    shipped: str, version: str, data: str, rows: list[dict], split: str,
+) -> None:
+    """The Markdown report every trainer leaves in bench/results, printed as well."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{command} {shlex.join(sys.argv[1:] if argv is None else argv)}`  ",
+        f"Wall time: {time.time() - started:.0f} s on {platform.machine()} CPU, torch {torch.__version__} ({threads} threads)  ",
+        f"Shipped: `{shipped}` version `{version}` (seed 0; seeds are not chosen on {split})",
+        "",
+        data,
+        "",
+        *metrics_table(rows, split),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)

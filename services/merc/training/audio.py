@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ import torch.nn.functional as F
 from merc import metrics
 from merc.data.ravdess import Clip, load_clips, split_by_actor
 from merc.labels import LABELS
-from merc.training.artifacts import metrics_table, save_model
+from merc.training.artifacts import relative, save_model, write_report
 from merc.models.audio_cnn import AudioCNN, AudioConfig
 from merc.models.audio_features import SAMPLE_RATE, log_mel, trim_silence
 
@@ -134,23 +132,21 @@ def main(argv: list[str] | None = None) -> int:
 
     version = save_model(args.out, models[0], cfg.to_dict(), "audio-cnn")
 
-    command = "merc train audio " + shlex.join(sys.argv[1:] if argv is None else argv)
-    lines = [
-        "# Speech emotion CNN on RAVDESS (log-mel, permissive path)",
-        "",
-        f"Command: `{command}`  ",
-        f"Wall time: {time.time() - started:.0f} s on {platform.machine()} CPU, torch {torch.__version__} ({args.threads} threads)  ",
-        f"Shipped: `{args.out.relative_to(root) if args.out.is_relative_to(root) else args.out}` version `{version}` (seed 0; seeds are not chosen on validation)",
-        "",
+    write_report(
+        args.report,
+        "Speech emotion CNN on RAVDESS (log-mel, permissive path)",
+        "merc train audio",
+        argv,
+        started,
+        args.threads,
+        relative(args.out, root),
+        version,
         f"Data: RAVDESS speech, 16 kHz; train actors 1-16 ({len(train_clips)} clips), validation actors 17-20 "
         f"({len(val_clips)} clips); calm → neutral; silence trimmed. Fixed schedule: {args.epochs} epochs, one-cycle LR, "
         "the last epoch is reported. Augmentation: speed 0.9-1.1, random 2 s crops, noise at 5-30 dB SNR, SpecAugment.",
-        "",
-        *metrics_table(rows, "validation actors 17-20"),
-    ]
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        rows,
+        "validation actors 17-20",
+    )
     return 0
 
 

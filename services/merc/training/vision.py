@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import torch.nn.functional as F
 from merc import metrics
 from merc.data import fer2013
 from merc.labels import LABELS
-from merc.training.artifacts import metrics_table, save_model
+from merc.training.artifacts import relative, save_model, write_report
 from merc.models.face_cnn import FaceCNN, FaceConfig
 
 
@@ -112,23 +110,21 @@ def main(argv: list[str] | None = None) -> int:
 
     version = save_model(args.out, shipped, cfg.to_dict(), "face-cnn")
 
-    command = "merc train vision " + shlex.join(sys.argv[1:] if argv is None else argv)
-    lines = [
-        "# Facial-expression CNN on FER2013",
-        "",
-        f"Command: `{command}`  ",
-        f"Wall time: {time.time() - started:.0f} s on {platform.machine()} CPU, torch {torch.__version__} ({args.threads} threads)  ",
-        f"Shipped: `{args.out.relative_to(root) if args.out.is_relative_to(root) else args.out}` version `{version}` (seed 0; seeds are not chosen on publictest)",
-        "",
+    write_report(
+        args.report,
+        "Facial-expression CNN on FER2013",
+        "merc train vision",
+        argv,
+        started,
+        args.threads,
+        relative(args.out, root),
+        version,
         f"Data: FER2013 train ({len(xt)} faces) for training, publictest ({len(xv)}) for the figures; "
         f"fixed schedule of {args.epochs} epochs, last epoch reported. Augmentation: flips, ±10° rotations, "
         "±10% scale and shifts, brightness/contrast.",
-        "",
-        *metrics_table(rows, "publictest"),
-    ]
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        rows,
+        "publictest",
+    )
     return 0
 
 

@@ -1,0 +1,37 @@
+"""Building blocks shared by the spectrogram and face CNNs, and their configs' (de)serialisation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+from torch import nn
+
+
+def conv_stage(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3 conv + batch norm + ReLU, then 2x2 max pooling (VGG style)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class DictConfig:
+    """to_dict / from_dict for config dataclasses (config.json next to the weights)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        # JSON has no tuples; restore the ones the dataclass declares.
+        for k, v in kwargs.items():
+            if isinstance(v, list) and "tuple" in str(known[k].type):
+                kwargs[k] = tuple(v)
+        return cls(**kwargs)
