@@ -60,7 +60,7 @@ buf-lint: $(BUF)
 	$(BUF) lint
 	@echo "buf lint: ok"
 
-# Retrains every model from ../shared/data (CPU, 2 cores: roughly 2 + 18 min, vision longer).
+# Retrains every model from ../shared/data on 2 CPU cores: context ~2 min, audio ~20-30 min, vision ~27 min.
 models: install
 	$(VENV)/bin/merc train context
 	$(VENV)/bin/merc train audio

@@ -66,3 +66,13 @@ def test_audio_encoder_matches_in_process(clients):
     np.testing.assert_allclose(a["PROBS"], b["PROBS"], atol=1e-4)
     np.testing.assert_allclose(a["PROBS"].sum(1), 1.0, atol=1e-5)
     assert triton.version("audio_encoder") == local.version("audio_encoder")
+
+
+def test_face_encoder_matches_in_process(clients):
+    triton, local = clients
+    rng = np.random.default_rng(2)
+    faces = rng.integers(0, 256, size=(3, 48, 48), dtype=np.uint8)
+    a, b = triton.infer("face_encoder", {"FACES": faces}), local.infer("face_encoder", {"FACES": faces})
+    assert a["EMBEDDING"].shape == (3, 128)
+    np.testing.assert_allclose(a["PROBS"], b["PROBS"], atol=1e-4)
+    assert triton.version("face_encoder") == local.version("face_encoder")

@@ -1,6 +1,6 @@
 """Train the facial-expression CNN on FER2013 `train`; report on `publictest`.
 
-    merc train vision [--seeds 3] [--epochs 30] [--out model_repository/face_encoder/1]
+    merc train vision [--seeds 3] [--epochs 12] [--out model_repository/face_encoder/1]
 
 A fixed schedule (one-cycle over --epochs), last epoch reported: publictest
 never chooses an epoch or a seed.
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[3]
     p = argparse.ArgumentParser(prog="merc train vision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--out", type=Path, default=root / "model_repository" / "face_encoder" / "1")
     p.add_argument("--report", type=Path, default=root / "bench" / "results" / "vision_fer2013.md")
     p.add_argument("--cache", type=Path, default=root / ".cache")
