@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Start/stop MERC's own services (text encoder, fusion, gateway) as local processes
+# Start/stop MERC's own services (text/audio/vision encoders, fusion, gateway) as local processes
 # against the Kafka, PostgreSQL and Triton that stack.sh started.
-#   services.sh start [encoder-text|fusion|gateway|all]
+#   services.sh start [encoder-text|encoder-audio|encoder-vision|fusion|gateway|all]
 #   services.sh stop  [...]    services.sh kill NAME (SIGKILL, for fault tests)    services.sh status
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,11 +13,13 @@ mkdir -p "$MERC_RUN_DIR/logs" "$MERC_RUN_DIR/pids"
 export MERC_KAFKA_BOOTSTRAP MERC_DATABASE_URL MERC_TRITON_URL
 export MERC_JOIN_WINDOW_MS="${MERC_JOIN_WINDOW_MS:-1500}"
 
-ALL=(encoder-text fusion gateway)
+ALL=(encoder-text encoder-audio encoder-vision fusion gateway)
 
 port_of() {
   case "$1" in
     encoder-text) echo "${MERC_TEXT_ENCODER_PORT:-28061}" ;;
+    encoder-audio) echo "${MERC_AUDIO_ENCODER_PORT:-28062}" ;;
+    encoder-vision) echo "${MERC_VISION_ENCODER_PORT:-28063}" ;;
     fusion) echo "${MERC_FUSION_PORT:-28070}" ;;
     gateway) echo "${MERC_GATEWAY_PORT:-28050}" ;;
   esac
@@ -31,9 +33,11 @@ start_one() {
   port=$(port_of "$name")
   if alive "$name"; then echo "$name already running (pid $(pid_of "$name"))"; return; fi
   case "$name" in
-    encoder-text) env MERC_ENCODER_MODALITY=text MERC_ENCODER_PORT="$port" nohup "$PY" -m merc.encoder >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
+    encoder-text|encoder-audio|encoder-vision)
+      env MERC_ENCODER_MODALITY="${name#encoder-}" MERC_ENCODER_PORT="$port" nohup "$PY" -m merc.encoder >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
     fusion) env MERC_FUSION_PORT="$port" MERC_FUSION_INSTANCE="${MERC_FUSION_INSTANCE:-local-0}" nohup "$PY" -m merc.fusion >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
-    gateway) env MERC_GATEWAY_PORT="$port" MERC_TEXT_ENCODER_URL="127.0.0.1:$(port_of encoder-text)" nohup "$PY" -m merc.gateway >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
+    gateway) env MERC_GATEWAY_PORT="$port" MERC_TEXT_ENCODER_URL="127.0.0.1:$(port_of encoder-text)" \
+      MERC_AUDIO_ENCODER_URL="127.0.0.1:$(port_of encoder-audio)" MERC_VISION_ENCODER_URL="127.0.0.1:$(port_of encoder-vision)" nohup "$PY" -m merc.gateway >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
     *) echo "unknown service $name" >&2; exit 2 ;;
   esac
   echo $! >"$MERC_RUN_DIR/pids/$name.pid"

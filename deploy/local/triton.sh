@@ -74,38 +74,51 @@ die_triton() {
   exit 1
 }
 
+# 0 ready; 1 the server exited; the timeout is fatal.
 wait_ready() {
   local i
   for ((i = 0; i < MERC_TRITON_START_TIMEOUT * 2; i++)); do
-    running || die_triton "tritonserver exited"
+    running || return 1
     http_ok "$MERC_TRITON_HTTP_PORT" /v2/health/ready && return 0
     sleep 0.5
   done
   die_triton "triton not ready after $MERC_TRITON_START_TIMEOUT s"
 }
 
+launch() {
+  echo "=== $(date -Is) tritonserver start, models from $MERC_MODEL_REPOSITORY" >>"$log"
+  # setsid: its own process group, so `stop` also ends python-backend stubs it leaves behind.
+  # nvidia_pytriton.libs holds the bundled shared libraries (CUDA runtime stub, etc.).
+  LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" nohup setsid "$SERVER_DIR/bin/tritonserver" \
+    --model-repository="$MERC_MODEL_REPOSITORY" \
+    --backend-directory="$SERVER_DIR/backends" \
+    --http-address=127.0.0.1 --http-port="$MERC_TRITON_HTTP_PORT" \
+    --grpc-address=127.0.0.1 --grpc-port="$MERC_TRITON_GRPC_PORT" \
+    --metrics-address=127.0.0.1 --metrics-port="$MERC_TRITON_METRICS_PORT" \
+    --allow-metrics=true --allow-gpu-metrics=false --log-verbose=0 \
+    >>"$log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
 start() {
   if running; then
     echo "triton already running (pid $(cat "$pidfile"))"
+    wait_ready || die_triton "tritonserver exited"
   else
     rm -f "$pidfile"
     ensure_port_free triton "$MERC_TRITON_HTTP_PORT" "$MERC_TRITON_GRPC_PORT" "$MERC_TRITON_METRICS_PORT"
     install
     mkdir -p "$MERC_MODEL_REPOSITORY"
-    echo "=== $(date -Is) tritonserver start, models from $MERC_MODEL_REPOSITORY" >>"$log"
-    # setsid: its own process group, so `stop` also ends python-backend stubs it leaves behind.
-    # nvidia_pytriton.libs holds the bundled shared libraries (CUDA runtime stub, etc.).
-    LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" nohup setsid "$SERVER_DIR/bin/tritonserver" \
-      --model-repository="$MERC_MODEL_REPOSITORY" \
-      --backend-directory="$SERVER_DIR/backends" \
-      --http-address=127.0.0.1 --http-port="$MERC_TRITON_HTTP_PORT" \
-      --grpc-address=127.0.0.1 --grpc-port="$MERC_TRITON_GRPC_PORT" \
-      --metrics-address=127.0.0.1 --metrics-port="$MERC_TRITON_METRICS_PORT" \
-      --allow-metrics=true --allow-gpu-metrics=false --log-verbose=0 \
-      >>"$log" 2>&1 </dev/null &
-    echo $! >"$pidfile"
+    launch
+    if ! wait_ready; then
+      # Seen once: a python-backend stub died importing torch while four models loaded
+      # side by side ("could not parse dispatch key"); a second start came up.
+      echo "triton: the server exited while loading models; starting it once more (log: $log)" >&2
+      stop_pidfile triton "$pidfile" tritonserver group >/dev/null 2>&1 || true
+      launch
+      wait_ready || die_triton "tritonserver exited"
+    fi
   fi
-  wait_ready
   echo "triton ready on 127.0.0.1:$MERC_TRITON_GRPC_PORT gRPC / $MERC_TRITON_HTTP_PORT HTTP, models: $(ls "$MERC_MODEL_REPOSITORY" | tr '\n' ' ')"
 }
 

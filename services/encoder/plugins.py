@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from merc import faces, media, quality
 from merc.inference import InferenceClient
 from merc.v1 import common_pb2, encoder_pb2
 
@@ -61,12 +62,79 @@ class TextPlugin(ModalityPlugin):
             raise InvalidInput("text is empty")
         if len(text) > self.settings.max_text_chars:
             raise InvalidInput(f"text has {len(text)} characters; the limit is {self.settings.max_text_chars} (MERC_MAX_TEXT_CHARS)")
-        out = self.inference.infer(self.model, {"TEXT": np.array([[text.encode()]], dtype=object)})
+        context = _SPACE.sub(" ", request.context_text).strip()[-self.settings.max_text_chars :]
+        out = self.inference.infer(self.model, {"TEXT": np.array([[text.encode()]], dtype=object),
+                                                "CONTEXT": np.array([[context.encode()]], dtype=object)})
         vector = out["EMBEDDING"][0].astype(np.float32)
         return Encoded(vector, common_pb2.QualitySignals(text_length=len(text)), self.model, self.inference.version(self.model))
 
 
-PLUGINS: dict[str, type[ModalityPlugin]] = {"text": TextPlugin}
+class AudioPlugin(ModalityPlugin):
+    """Audio bytes -> 16 kHz mono -> quality signals + the voice encoder's embedding."""
+
+    name = "audio"
+    modality = common_pb2.MODALITY_AUDIO
+    model = "audio_encoder"
+
+    def has_input(self, request: encoder_pb2.EncodeRequest) -> bool:
+        return bool(request.audio.data)
+
+    def encode(self, request: encoder_pb2.EncodeRequest) -> Encoded:
+        a = request.audio
+        try:
+            wave = media.decode_audio(a.data, a.encoding, a.sample_rate, a.channels, self.settings.max_audio_seconds)
+        except media.MediaError as e:
+            raise InvalidInput(str(e)) from None
+        signals = quality.audio_signals(wave)
+        out = self.inference.infer(self.model, {"WAVE": wave[None], "LENGTH": np.array([[len(wave)]], np.int64)})
+        return Encoded(out["EMBEDDING"][0].astype(np.float32), common_pb2.QualitySignals(**signals), self.model,
+                       self.inference.version(self.model))
+
+
+class VisionPlugin(ModalityPlugin):
+    """Frames (faces detected) or face crops -> one expression embedding pooled over them.
+
+    Frames are pooled weighted by detector confidence; crops an upstream tracker cut count as
+    found with confidence 1. A request in which no face is found is rejected with that reason,
+    so the utterance goes on without vision rather than with a made-up face.
+    """
+
+    name = "vision"
+    modality = common_pb2.MODALITY_VISION
+    model = "face_encoder"
+
+    def has_input(self, request: encoder_pb2.EncodeRequest) -> bool:
+        return bool(request.frames or request.faces)
+
+    def encode(self, request: encoder_pb2.EncodeRequest) -> Encoded:
+        n = len(request.frames) + len(request.faces)
+        if n > self.settings.max_frames:
+            raise InvalidInput(f"{n} images; the limit is {self.settings.max_frames} per utterance (MERC_MAX_FRAMES)")
+        crops, scores = [], []
+        try:
+            for image in request.faces:
+                crops.append(faces.resize(media.decode_image(image.data, self.settings.max_image_pixels)))
+                scores.append(1.0)
+            for image in request.frames:
+                face = faces.detect(media.decode_image(image.data, self.settings.max_image_pixels))
+                if face is not None:
+                    crops.append(face.crop)
+                    scores.append(face.score)
+        except media.MediaError as e:
+            raise InvalidInput(str(e)) from None
+        if not crops:
+            raise InvalidInput(f"no face found in {len(request.frames)} frame(s)")
+        out = self.inference.infer(self.model, {"FACES": np.stack(crops)})
+        w = np.asarray(scores, np.float32)
+        # The embedding -> logits head is linear, so pooling embeddings pools the logits the same way.
+        vector = (out["EMBEDDING"] * w[:, None]).sum(0) / w.sum()
+        signals = common_pb2.QualitySignals(
+            face_found_ratio=len(crops) / n, detector_score=float(w.mean()),
+            sharpness=float(np.mean([quality.sharpness(c) for c in crops])))
+        return Encoded(vector.astype(np.float32), signals, self.model, self.inference.version(self.model))
+
+
+PLUGINS: dict[str, type[ModalityPlugin]] = {"text": TextPlugin, "audio": AudioPlugin, "vision": VisionPlugin}
 
 
 def plugin(name: str, inference: InferenceClient, settings) -> ModalityPlugin:

@@ -69,11 +69,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         problems: list[tuple[grpc.StatusCode, str]] = []
         requests_done = threading.Event()
 
+        previous_text: dict[tuple[str, str], str] = {}  # this stream's memory only; dropped with it
+
         def consume_requests() -> None:
             try:
                 for req in requests:
                     ref = req.utterance.utterance
                     key = (ref.tenant or self.tenant, ref.conversation_id)
+                    if not req.utterance.context_text and key in previous_text:
+                        req.utterance.context_text = previous_text[key]
+                    if req.utterance.text.strip():
+                        previous_text[key] = req.utterance.text
                     with lock:
                         # Watch before sending, so the event cannot slip past.
                         if ref.conversation_id and key not in watched:
@@ -123,6 +129,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         encode = encoder_pb2.EncodeRequest(
             utterance=ref,
             text=request.text,
+            context_text=request.context_text,
             audio=request.audio if request.HasField("audio") else None,
             frames=request.frames,
             faces=request.faces,

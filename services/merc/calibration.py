@@ -120,3 +120,40 @@ def empirical_coverage(probs: np.ndarray, labels: np.ndarray, threshold: float) 
     hit = np.mean([int(y) in s for s, y in zip(sets, labels)]) if len(sets) else 0.0
     size = np.mean([len(s) for s in sets]) if len(sets) else 0.0
     return float(hit), float(size)
+
+
+# ---------------------------------------------------------------------------- per availability pattern
+
+MIN_PATTERN_COUNT = 100  # fewer development examples than this: the pattern uses the pooled fit
+
+
+def pattern_key(mask_row, names=("text", "audio", "vision")) -> str:
+    """"text+audio" etc. for one modality mask row; "none" when nothing was present."""
+    return "+".join(n for n, m in zip(names, mask_row, strict=True) if m > 0.5) or "none"
+
+
+def fit_patterns(logits: np.ndarray, labels: np.ndarray, patterns: list[str], coverage: float = DEFAULT_COVERAGE,
+                 min_count: int = MIN_PATTERN_COUNT) -> dict:
+    """Temperature and conformal threshold per modality-availability pattern, plus a pooled fallback.
+
+    A text-only utterance and an all-three one are differently (over)confident, so one temperature
+    for both would leave each miscalibrated. Patterns with too little data fall back to the pooled
+    fit rather than to a noisy one of their own.
+    """
+    patterns = np.asarray(patterns)
+
+    def fit(rows) -> dict:
+        t = fit_temperature(logits[rows], labels[rows])
+        return {"temperature": t, "threshold": conformal_threshold(softmax(logits[rows], t), labels[rows], coverage),
+                "n": int(np.sum(rows) if rows.dtype == bool else len(rows))}
+
+    out = {"coverage": coverage, "default": fit(np.ones(len(labels), bool)), "patterns": {}}
+    for key in sorted(set(patterns.tolist())):
+        rows = patterns == key
+        if rows.sum() >= min_count:
+            out["patterns"][key] = fit(rows)
+    return out
+
+
+def for_pattern(calibration: dict, key: str) -> dict:
+    return calibration["patterns"].get(key, calibration["default"])

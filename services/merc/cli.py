@@ -87,11 +87,31 @@ def cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _needs_data(run) -> int:
+    from merc.data.meld import DataUnavailable
+
+    try:
+        return run() or EXIT_OK
+    except DataUnavailable as e:
+        print(f"merc: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import importlib
 
     # Each trainer is a module with main(argv) and its own --help.
-    return importlib.import_module(f"merc.training.{args.model}").main(args.rest) or EXIT_OK
+    return _needs_data(lambda: importlib.import_module(f"merc.training.{args.model}").main(args.rest))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from merc import evaluate
+
+    try:
+        return _needs_data(lambda: evaluate.main(args.command, args.rest))
+    except (ValueError, FileExistsError) as e:
+        print(f"merc {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -121,10 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--url", help="SQLAlchemy URL (default: MERC_DATABASE_URL)")
     d.set_defaults(func=cmd_db)
 
-    t = sub.add_parser("train", help="train a model: `merc train context|audio|vision [--help]`")
-    t.add_argument("model", choices=["context", "audio", "vision"])
+    t = sub.add_parser("train", help="train a model: `merc train text|audio|vision|fusion [--help]` (fusion last: it reads the others)")
+    t.add_argument("model", choices=["text", "audio", "vision", "fusion"])
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
+
+    for name, text in (("eval", "measure every shipped model on its development data; report + PNGs in bench/results"),
+                       ("calibrate", "refit the fusion model's per-pattern temperature and conformal sets (--coverage)"),
+                       ("export", "copy model_repository/ (checksums verified) to a folder Triton can serve")):
+        e = sub.add_parser(name, help=text, add_help=False)
+        e.add_argument("rest", nargs=argparse.REMAINDER)
+        e.set_defaults(func=cmd_models)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
     s.add_argument("service", choices=["encoder", "fusion", "gateway"])
@@ -133,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Commands that hand their arguments on (train, eval, ...) parse them, --help included, themselves.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not hasattr(args, "rest"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        args.rest = unknown + args.rest
     return args.func(args)
 
 

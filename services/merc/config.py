@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     encoder_modality: Literal["text", "audio", "vision"] = "text"
     encoder_port: int = 28061
     max_text_chars: int = 2000
+    max_audio_seconds: float = 60.0
+    max_frames: int = 32
+    max_image_pixels: int = 4096 * 4096
 
     # Gateway
     gateway_port: int = 28050

@@ -55,6 +55,7 @@ class LineResult:
             modalities=names,
             weights={n: round(float(w), 6) for n, w in zip(names, e.modality_weights, strict=True)},
             degraded=bool(e.degraded or self.errors),
+            incongruence=round(float(e.incongruence), 6),
             mood={"speaker": _mood(e.speaker_mood), "conversation": _mood(e.conversation_mood)},
             revision=e.revision,
         )
@@ -78,7 +79,7 @@ def _mood(m: events_pb2.SpeakerMood) -> dict:
     }
 
 
-def _request(u: manifest.Utterance, tenant: str) -> encoder_pb2.EncodeRequest:
+def request_for(u: manifest.Utterance, tenant: str, context_text: str) -> encoder_pb2.EncodeRequest:
     ref = common_pb2.UtteranceRef(
         tenant=tenant,
         conversation_id=u.conversation,
@@ -87,11 +88,14 @@ def _request(u: manifest.Utterance, tenant: str) -> encoder_pb2.EncodeRequest:
         start_ms=u.start_ms or 0,
         end_ms=u.end_ms or 0,
     )
-    return encoder_pb2.EncodeRequest(utterance=ref, text=u.text or "", sent_at_ms=int(time.time() * 1000))
+    return encoder_pb2.EncodeRequest(utterance=ref, text=u.text or "", context_text=context_text,
+                                     sent_at_ms=int(time.time() * 1000))
 
 
-def _read_media(u: manifest.Utterance, request: encoder_pb2.EncodeRequest, modality: str) -> None:
+def attach_media(u: manifest.Utterance, request: encoder_pb2.EncodeRequest, modality: str) -> None:
     """Attach the line's media for one modality to the request (raw bytes stay in this process)."""
+    if u.video is not None and ((modality == "audio" and u.audio is None) or (modality == "vision" and not (u.frames or u.faces))):
+        raise InvalidInput("video files are not decoded by this build; give the utterance's audio and frames or faces")
     try:
         if modality == "audio" and u.audio is not None:
             request.audio.data = u.audio.read_bytes()
@@ -121,6 +125,8 @@ class EmbeddedPipeline:
         self.fusion = FusionProcessor(self.bus, self.store, self.inference, self.settings)
         self.fusion.open()
         self._events = self.bus.consumer(_events_spec(self.settings.topic("emotions")))
+        # The previous utterance's text per conversation: the text encoder's context. Memory only.
+        self._previous_text: dict[str, str] = {}
 
     def analyze_line(self, u: manifest.Utterance) -> LineResult:
         result = LineResult(u)
@@ -130,12 +136,14 @@ class EmbeddedPipeline:
             if encoder is None:
                 result.errors.append(f"line {u.line}: {modality} given but no {modality} encoder is available in this build")
                 continue
-            request = _request(u, self.settings.tenant)
+            request = request_for(u, self.settings.tenant, self._previous_text.get(u.conversation, ""))
             try:
-                _read_media(u, request, modality)
+                attach_media(u, request, modality)
                 embeddings.append((encoder, encoder.embed(request)))
             except InvalidInput as e:
                 result.errors.append(f"line {u.line}: {modality}: {e}")
+        if "text" in u.given:
+            self._previous_text[u.conversation] = u.text
         if not embeddings:
             if not u.given:
                 result.errors.append(f"line {u.line}: no text, audio, frames, faces or video")

@@ -50,6 +50,7 @@ def to_event(r: UtteranceResult) -> events_pb2.EmotionEvent:
         modalities=[MODALITY_ENUMS[m] for m in r.modalities],
         modality_weights=r.weights,
         degraded=r.degraded,
+        incongruence=r.incongruence,
         missing_modalities=[MODALITY_ENUMS[m] for m in r.missing],
         revision=r.revision,
         model_version=r.model_version,

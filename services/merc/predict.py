@@ -7,13 +7,14 @@ causal context, and turns its outputs into stored results.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
 import numpy as np
 
-from merc import mood
+from merc import mood, quality
 from merc.context import ContextCache
 from merc.events import event_id
 from merc.inference import InferenceClient
@@ -22,6 +23,8 @@ from merc.labels import LABELS, MODALITIES, SENTIMENTS
 from merc.store import UtteranceResult
 
 FUSION_MODEL = "fusion"
+
+log = logging.getLogger(__name__)
 
 
 class EmotionPredictor:
@@ -32,6 +35,8 @@ class EmotionPredictor:
         self.k = k
         self.hidden = hidden
         self.version = inference.version(FUSION_MODEL)
+        shapes = inference.input_shapes(FUSION_MODEL)
+        self.dims = {m: shapes[m.upper()][0] for m in MODALITIES}  # vector size the model takes per modality
 
     def predict(self, releases: list[Release], now_ms: int | None = None) -> list[UtteranceResult]:
         """Results in the order of `releases`.
@@ -55,7 +60,8 @@ class EmotionPredictor:
 
     def _predict_batch(self, releases: list[Release], now_ms: int | None) -> list[UtteranceResult]:
         n, k = len(releases), self.k
-        text = np.zeros((n, 384), np.float32)
+        vectors = {m: np.zeros((n, d), np.float32) for m, d in self.dims.items()}
+        quality_in = np.zeros((n, quality.DIM), np.float32)
         mask = np.zeros((n, len(MODALITIES)), np.float32)
         speaker = np.zeros((n, 1), np.int64)
         ctx_fused = np.zeros((n, k, self.hidden), np.float32)
@@ -64,10 +70,19 @@ class EmotionPredictor:
         windows = []
         for i, r in enumerate(releases):
             ref = r.entry.ref
-            if "text" in r.entry.embeddings:
-                vec = np.asarray(r.entry.embeddings["text"].vector, np.float32)
-                text[i, : len(vec)] = vec[:384]
-                mask[i, 0] = 1.0
+            for j, m in enumerate(MODALITIES):
+                e = r.entry.embeddings.get(m)
+                if e is None:
+                    continue
+                vec = np.asarray(e.vector, np.float32)
+                if len(vec) != vectors[m].shape[1]:
+                    # An encoder/fusion version mismatch: using it would be silently wrong.
+                    log.warning("ignoring %s embedding of length %d (the fusion model takes %d)", m, len(vec), vectors[m].shape[1])
+                    continue
+                vectors[m][i] = vec
+                mask[i, j] = 1.0
+                # Each encoder fills only its own QualitySignals fields, so the sum is the merge.
+                quality_in[i] += quality.features(e.quality)
             w = self.context.window(ref.tenant, ref.conversation_id, ref.sequence, ref.speaker)
             windows.append(w)
             speaker[i, 0] = w.speaker_index
@@ -80,8 +95,11 @@ class EmotionPredictor:
         out = self.inference.infer(
             FUSION_MODEL,
             {
-                "TEXT": text,
+                "TEXT": vectors["text"],
+                "AUDIO": vectors["audio"],
+                "VISION": vectors["vision"],
                 "MODALITY_MASK": mask,
+                "QUALITY": quality_in,
                 "SPEAKER": speaker,
                 "CTX_FUSED": ctx_fused,
                 "CTX_SPEAKER": ctx_speaker,
@@ -126,6 +144,7 @@ class EmotionPredictor:
                     weights=[round(float(weights[MODALITIES.index(m)]), 6) for m in used],
                     missing=list(r.missing),
                     degraded=bool(r.missing),
+                    incongruence=round(float(out["INCONGRUENCE"][i][0]), 6),
                     fused=out["FUSED"][i].astype(np.float32),
                     speaker_moods=moods,
                     conversation_mood=conversation_mood,

@@ -16,11 +16,11 @@ from merc.embedded import LineResult
 from merc.v1 import common_pb2, encoder_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 
 
-def _request(u: manifest.Utterance, tenant: str) -> gateway_pb2.AnalyzeUtteranceRequest:
+def _request(u: manifest.Utterance, tenant: str, context_text: str = "") -> gateway_pb2.AnalyzeUtteranceRequest:
     ref = common_pb2.UtteranceRef(
         tenant=tenant, conversation_id=u.conversation, sequence=u.utterance, speaker=u.speaker, start_ms=u.start_ms or 0, end_ms=u.end_ms or 0
     )
-    req = gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text=u.text or "")
+    req = gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text=u.text or "", context_text=context_text)
     if u.audio is not None and u.audio.is_file():
         req.audio.data = u.audio.read_bytes()
     req.frames.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.frames if p.is_file())
@@ -37,6 +37,7 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
     stub = gateway_pb2_grpc.GatewayServiceStub(grpc.insecure_channel(gateway))
     results: dict[tuple[str, int], LineResult] = {}
     order: list[LineResult] = []
+    previous_text: dict[str, str] = {}
     for item in manifest.read(path):
         if isinstance(item, manifest.ManifestError):
             order.append(LineResult(None, errors=[str(item)], line=item.line))
@@ -45,7 +46,9 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
         r = LineResult(item)
         order.append(r)
         try:
-            stub.AnalyzeUtterance(_request(item, cfg.tenant), timeout=30)
+            stub.AnalyzeUtterance(_request(item, cfg.tenant, previous_text.get(item.conversation, "")), timeout=30)
+            if item.text and item.text.strip():
+                previous_text[item.conversation] = item.text
             results[(item.conversation, item.utterance)] = r
         except grpc.RpcError as e:
             r.errors.append(f"line {item.line}: {e.code().name}: {e.details()}")

@@ -10,7 +10,7 @@ from merc.bus.kafka import KafkaBus
 pytestmark = pytest.mark.integration
 
 
-def drain(consumer, want, rounds=40):
+def drain(consumer, want, rounds=120):  # up to 30 s: a cold broker creates its offsets topic first
     out = []
     for _ in range(rounds):
         out += consumer.poll(timeout_ms=250)

@@ -26,6 +26,16 @@ def test_text_encoder_matches_in_process(clients):
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
 
 
+def test_text_encoder_reads_the_previous_utterance_the_same_way(clients):
+    triton, local = clients
+    batch = {"TEXT": np.array([[b"Really?"], [b"Really?"]], dtype=object),
+             "CONTEXT": np.array([[b"I just won the lottery!"], [b"My dog died this morning."]], dtype=object)}
+    a, b = triton.infer("text_encoder", batch)["EMBEDDING"], local.infer("text_encoder", batch)["EMBEDDING"]
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    # The adapted encoder reads the same words differently after different context.
+    assert not np.allclose(a[0], a[1], atol=1e-3)
+
+
 def test_fusion_matches_in_process_and_is_a_distribution(clients):
     triton, local = clients
     k, h = triton.input_shapes("fusion")["CTX_FUSED"]
@@ -33,16 +43,20 @@ def test_fusion_matches_in_process_and_is_a_distribution(clients):
     n = 3
     inputs = {
         "TEXT": rng.normal(size=(n, 384)).astype(np.float32) / 20,
-        "MODALITY_MASK": np.tile(np.array([1, 0, 0], np.float32), (n, 1)),
+        "AUDIO": np.abs(rng.normal(size=(n, 128))).astype(np.float32),
+        "VISION": np.abs(rng.normal(size=(n, 128))).astype(np.float32),
+        "MODALITY_MASK": np.array([[1, 0, 0], [1, 1, 1], [0, 1, 1]], np.float32),
+        "QUALITY": rng.random((n, 7)).astype(np.float32),
         "SPEAKER": np.array([[0], [1], [0]], np.int64),
         "CTX_FUSED": rng.normal(size=(n, k, h)).astype(np.float32),
         "CTX_SPEAKER": np.zeros((n, k), np.int64),
         "CTX_VALID": np.concatenate([np.zeros((n, k - 2)), np.ones((n, 2))], axis=1).astype(np.float32),
     }
     a, b = triton.infer("fusion", inputs), local.infer("fusion", inputs)
-    for name in ("PROBS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET"):
+    for name in ("PROBS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET", "EXPERT_PROBS", "INCONGRUENCE"):
         np.testing.assert_allclose(a[name], b[name], atol=1e-4, err_msg=name)
     np.testing.assert_allclose(a["PROBS"].sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a["WEIGHTS"][0], [1, 0, 0], atol=1e-6)  # absent modalities weigh nothing
     assert triton.version("fusion") == local.version("fusion")
 
 

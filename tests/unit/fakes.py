@@ -12,6 +12,7 @@ import numpy as np
 from merc.inference import InferenceClient
 
 K, H = 4, 8
+TEXT_DIM = 16  # what the unit tests publish as text embeddings
 
 
 def _softmax(x):
@@ -26,9 +27,9 @@ class TinyInference(InferenceClient):
     def infer(self, model, inputs):
         if model == "text_encoder":
             texts = [t[0].decode() if isinstance(t[0], bytes) else t[0] for t in inputs["TEXT"]]
-            out = np.zeros((len(texts), 384), np.float32)
+            out = np.zeros((len(texts), TEXT_DIM), np.float32)
             for i, t in enumerate(texts):
-                out[i, : min(len(t), 384)] = [((ord(c) * 7919) % 97) / 97 for c in t[:384]]
+                out[i, : min(len(t), TEXT_DIM)] = [((ord(c) * 7919) % 97) / 97 for c in t[:TEXT_DIM]]
             return {"EMBEDDING": out}
         self.calls.append(len(inputs["TEXT"]))
         text, valid = inputs["TEXT"], inputs["CTX_VALID"]
@@ -45,6 +46,8 @@ class TinyInference(InferenceClient):
             "WEIGHTS": inputs["MODALITY_MASK"] / np.maximum(inputs["MODALITY_MASK"].sum(1, keepdims=True), 1),
             "IN_SET": (probs >= probs.max(1, keepdims=True) * 0.5).astype(np.float32),
             "COVERAGE": np.full((n, 1), 0.9, np.float32),
+            "EXPERT_PROBS": np.repeat(probs[:, None], 3, 1).astype(np.float32) * inputs["MODALITY_MASK"][..., None],
+            "INCONGRUENCE": np.zeros((n, 1), np.float32),
         }
 
     def ready(self, model):
@@ -54,4 +57,4 @@ class TinyInference(InferenceClient):
         return f"{model}-tiny"
 
     def input_shapes(self, model):
-        return {"CTX_FUSED": [K, H]}
+        return {"TEXT": [TEXT_DIM], "AUDIO": [128], "VISION": [128], "CTX_FUSED": [K, H]}

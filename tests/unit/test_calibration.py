@@ -52,3 +52,25 @@ def test_prediction_set_is_never_empty_and_ordered():
     assert cal.prediction_set(probs, threshold=0.0) == [1]
     assert cal.prediction_set(probs, threshold=0.85) == [1, 3]
     assert cal.conformal_threshold(probs[None], np.array([1]), coverage=0.9) == 1.0  # too few points
+
+
+def test_each_availability_pattern_gets_its_own_temperature():
+    rng = np.random.default_rng(0)
+    n = 3000
+    labels = rng.integers(0, 5, n)
+    logits = rng.normal(size=(n, 5))
+    logits[np.arange(n), labels] += 2.0
+    patterns = np.where(np.arange(n) % 2 == 0, "text", "text+audio")
+    logits[patterns == "text+audio"] *= 3.0  # an overconfident pattern
+    fit = cal.fit_patterns(logits, labels, list(patterns), coverage=0.9)
+    t_text, t_both = fit["patterns"]["text"]["temperature"], fit["patterns"]["text+audio"]["temperature"]
+    assert t_both == pytest.approx(3 * t_text, rel=0.15)
+    assert cal.for_pattern(fit, "vision") is fit["default"]  # unseen pattern -> pooled fit
+    assert cal.pattern_key([1, 0, 1]) == "text+vision" and cal.pattern_key([0, 0, 0]) == "none"
+
+
+def test_rare_patterns_fall_back_to_the_pooled_fit():
+    rng = np.random.default_rng(1)
+    logits, labels = rng.normal(size=(300, 3)), rng.integers(0, 3, 300)
+    fit = cal.fit_patterns(logits, labels, ["text"] * 290 + ["audio"] * 10, min_count=100)
+    assert set(fit["patterns"]) == {"text"}

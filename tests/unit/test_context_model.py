@@ -1,9 +1,9 @@
-"""ContextModel: shapes, masks, causality, and step-wise inference == training computation."""
+"""ContextModel: shapes, the reliability gate's masks, causality, and step-wise inference == training computation."""
 
 import pytest
 import torch
 
-from merc.models.context_model import ContextConfig, ContextModel, window_indices
+from merc.models.context_model import ContextConfig, ContextModel, Observation, window_indices
 
 torch.set_num_threads(2)
 CFG = ContextConfig(hidden=32, context=4, layers=2, heads=4)
@@ -12,23 +12,30 @@ CFG = ContextConfig(hidden=32, context=4, layers=2, heads=4)
 def make_model(seed: int = 0) -> ContextModel:
     torch.manual_seed(seed)
     model = ContextModel(CFG).eval()
-    # A non-zero "nothing observed" vector, so the no-modality path is visible in the output.
+    # Random encoder heads and a non-zero "nothing observed" vector, so every path shows in the output.
     with torch.no_grad():
         model.fusion.nothing.normal_()
+        for expert in (model.fusion.audio, model.fusion.vision):
+            expert.head.weight.normal_()
     return model
 
 
-def dialogues(lengths, seed=1):
+def observation(n: int, mask=None, seed: int = 1) -> Observation:
     g = torch.Generator().manual_seed(seed)
+    if mask is None:
+        mask = (torch.rand(n, 3, generator=g) < 0.6).float()
+        mask[:, 0] = 1
+    return Observation(torch.randn(n, CFG.text_dim, generator=g), torch.randn(n, CFG.audio_dim, generator=g),
+                       torch.randn(n, CFG.vision_dim, generator=g), mask, torch.rand(n, CFG.quality_dim, generator=g))
+
+
+def dialogues(lengths, seed=1):
     n = sum(lengths)
-    text = torch.randn(n, CFG.text_dim, generator=g)
-    speaker = torch.randint(0, 3, (n,), generator=g)
-    mask = torch.zeros(n, 3)
-    mask[:, 0] = 1
-    return text, mask, speaker
+    speaker = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(seed))
+    return observation(n, seed=seed), speaker
 
 
-def stepwise(model, text, mask, speaker, lengths):
+def stepwise(model, obs, speaker, lengths):
     """What the service does: one utterance at a time, feeding back the stored fused vectors."""
     K, H = CFG.context, CFG.hidden
     outs, start = [], 0
@@ -42,7 +49,7 @@ def stepwise(model, text, mask, speaker, lengths):
             for j, (f, s) in enumerate(zip(past, speakers[-K:])):
                 slot = K - len(past) + j  # right-aligned, oldest first
                 ctx[0, slot], ctx_spk[0, slot], valid[0, slot] = f, s, 1
-            out = model(text[t : t + 1], mask[t : t + 1], speaker[t : t + 1], ctx, ctx_spk, valid)
+            out = model(obs[t : t + 1], speaker[t : t + 1], ctx, ctx_spk, valid)
             history.append(out["fused"][0])
             speakers.append(speaker[t])
             outs.append(out["logits"][0])
@@ -50,30 +57,52 @@ def stepwise(model, text, mask, speaker, lengths):
     return torch.stack(outs)
 
 
-def test_shapes_and_weights():
+def step(model, obs, B):
+    K, H = CFG.context, CFG.hidden
+    return model(obs, torch.zeros(B, dtype=torch.long), torch.randn(B, K, H), torch.zeros(B, K, dtype=torch.long), torch.ones(B, K))
+
+
+def test_shapes_and_gate_weights():
     model = make_model()
-    B, K, H = 5, CFG.context, CFG.hidden
+    B = 5
     mask = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 1]], dtype=torch.float32)
-    out = model(torch.randn(B, 384), mask, torch.zeros(B, dtype=torch.long), torch.randn(B, K, H),
-                torch.zeros(B, K, dtype=torch.long), torch.ones(B, K))
+    out = step(model, observation(B, mask), B)
     assert out["logits"].shape == (B, 7)
     assert out["sentiment_logits"].shape == (B, 3)
-    assert out["fused"].shape == (B, H)
-    assert out["weights"].shape == (B, 3)
-    # Text-only model: all weight on text when text is there, none otherwise.
-    expected = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]], dtype=torch.float32)
-    assert torch.equal(out["weights"], expected)
-    # Without text, the fused vector does not depend on the (absent) text input.
-    other = model.fuse(torch.randn(B, 384), mask)
-    assert torch.allclose(other[2:4], out["fused"][2:4])
-    assert not torch.allclose(other[[0, 1, 4]], out["fused"][[0, 1, 4]])
+    assert out["fused"].shape == (B, CFG.hidden)
+    assert out["expert_logits"].shape == (B, 3, 7)
+    w = out["weights"]
+    # Absent modalities get exactly zero weight; present ones share all of it; nothing present -> zeros.
+    assert torch.equal(w == 0, mask == 0)
+    assert torch.allclose(w.sum(1), torch.tensor([1.0, 1, 1, 0, 1]))
+    assert torch.equal(w[1], torch.tensor([1.0, 0, 0])) and torch.equal(w[2], torch.tensor([0.0, 1, 0]))
+
+
+def test_absent_modalities_do_not_leak():
+    model = make_model()
+    B = 4
+    mask = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=torch.float32)
+    a, b = observation(B, mask, seed=1), observation(B, mask, seed=2)
+    # Keep each row's present modality and quality equal; change only what is absent.
+    b.text[0], b.audio[1], b.vision[2], b.quality[:] = a.text[0], a.audio[1], a.vision[2], a.quality
+    fa, fb = model.fusion(a)[0], model.fusion(b)[0]
+    assert torch.allclose(fa, fb, atol=1e-6)
+
+
+def test_quality_moves_the_gate():
+    model = make_model()
+    B = 2
+    obs = observation(B, torch.ones(B, 3))
+    obs.quality[1] = 1 - obs.quality[0]
+    obs.text[1], obs.audio[1], obs.vision[1] = obs.text[0], obs.audio[0], obs.vision[0]
+    w = model.fusion(obs)[1]
+    assert not torch.allclose(w[0], w[1])
 
 
 def test_invalid_slots_are_ignored():
     model = make_model()
     B, K, H = 3, CFG.context, CFG.hidden
-    args = dict(text=torch.randn(B, 384), modality_mask=torch.tensor([[1.0, 0, 0]] * B),
-                speaker=torch.tensor([0, 1, 2]), ctx_speaker=torch.randint(0, 3, (B, K)))
+    args = dict(obs=observation(B), speaker=torch.tensor([0, 1, 2]), ctx_speaker=torch.randint(0, 3, (B, K)))
     valid = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
     ctx = torch.randn(B, K, H)
     garbage = torch.where(valid.bool().unsqueeze(-1), ctx, torch.randn(B, K, H) * 100)
@@ -94,35 +123,37 @@ def test_window_indices():
 @pytest.mark.parametrize("lengths", [[1], [7, 3, 12], [CFG.context + 1, 2]])
 def test_stepwise_inference_equals_training_computation(lengths):
     model = make_model()
-    text, mask, speaker = dialogues(lengths)
+    obs, speaker = dialogues(lengths)
     with torch.no_grad():
-        batched = model.forward_dialogues(text, mask, speaker, window_indices(lengths, CFG.context))["logits"]
-        steps = stepwise(model, text, mask, speaker, lengths)
+        batched = model.forward_dialogues(obs, speaker, window_indices(lengths, CFG.context))["logits"]
+        steps = stepwise(model, obs, speaker, lengths)
     assert torch.allclose(batched, steps, atol=1e-5), (batched - steps).abs().max()
 
 
-def test_gradients_flow_through_context():
+def test_gradients_flow_through_context_but_not_into_frozen_heads():
     model = make_model().train()
     lengths = [5]
-    text, mask, speaker = dialogues(lengths)
-    text.requires_grad_(True)
-    out = model.forward_dialogues(text, mask, speaker, window_indices(lengths, CFG.context))
+    obs, speaker = dialogues(lengths)
+    obs.text.requires_grad_(True)
+    out = model.forward_dialogues(obs, speaker, window_indices(lengths, CFG.context))
     out["logits"][-1].sum().backward()
     # The last target's loss reaches earlier utterances through their fused vectors.
-    assert text.grad[0].abs().sum() > 0
+    assert obs.text.grad[0].abs().sum() > 0
+    assert model.fusion.audio.head.weight.grad is None
 
 
 def test_causal_future_does_not_change_the_past():
     model = make_model()
     lengths = [10]
-    text, mask, speaker = dialogues(lengths)
+    obs, speaker = dialogues(lengths)
     window = window_indices(lengths, CFG.context)
     with torch.no_grad():
-        before = model.forward_dialogues(text, mask, speaker, window)["logits"]
-        text2, speaker2 = text.clone(), speaker.clone()
-        text2[6:] = torch.randn(4, 384)
+        before = model.forward_dialogues(obs, speaker, window)["logits"]
+        later = observation(10, obs.mask, seed=9)
+        obs2 = Observation(*(torch.cat([getattr(obs, f)[:6], getattr(later, f)[6:]]) for f in ("text", "audio", "vision", "mask", "quality")))
+        speaker2 = speaker.clone()
         speaker2[6:] = (speaker2[6:] + 1) % 3
-        after = model.forward_dialogues(text2, mask, speaker2, window)["logits"]
+        after = model.forward_dialogues(obs2, speaker2, window)["logits"]
     assert torch.allclose(before[:6], after[:6], atol=1e-6)
     assert not torch.allclose(before[6:], after[6:])
 
@@ -130,6 +161,6 @@ def test_causal_future_does_not_change_the_past():
 def test_speakers_beyond_max_wrap():
     model = make_model()
     B, K, H = 2, CFG.context, CFG.hidden
-    out = model(torch.randn(B, 384), torch.ones(B, 3), torch.tensor([CFG.max_speakers + 3, 40]),
+    out = model(observation(B, torch.ones(B, 3)), torch.tensor([CFG.max_speakers + 3, 40]),
                 torch.randn(B, K, H), torch.full((B, K), 17), torch.ones(B, K))
     assert torch.isfinite(out["logits"]).all()

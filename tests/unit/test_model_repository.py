@@ -44,3 +44,18 @@ def test_fusion_shapes_match_its_config():
 def test_weights_stay_small():
     total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
     assert total < 20 * 2**20
+
+
+def test_fusion_was_trained_on_the_shipped_encoders():
+    # The fusion reads the encoders' embeddings (and copies of the voice/face heads): retraining an
+    # encoder without retraining the fusion would silently change what its inputs mean.
+    trained_on = json.loads((MODELS / "fusion" / "1" / "config.json").read_text())["encoders"]
+    for name, version in trained_on.items():
+        assert json.loads((MODELS / name / "1" / "config.json").read_text())["version"] == version, name
+
+
+def test_fusion_calibration_covers_every_modality_pattern():
+    calibration = json.loads((MODELS / "fusion" / "1" / "calibration.json").read_text())
+    patterns = {"text", "audio", "vision", "text+audio", "text+vision", "audio+vision", "text+audio+vision"}
+    assert set(calibration["patterns"]) == patterns
+    assert all(p["temperature"] > 0 and 0 < p["threshold"] <= 1 for p in calibration["patterns"].values())

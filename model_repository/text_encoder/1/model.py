@@ -1,5 +1,7 @@
 """Triton adapter for merc.models.text_encoder.TextEncoder."""
 
+from pathlib import Path
+
 import torch
 import triton_python_backend_utils as pb_utils
 
@@ -11,8 +13,9 @@ class TritonPythonModel:
     def initialize(self, args):
         # One instance per core is the unit of scaling; intra-op threads would fight over them.
         torch.set_num_threads(int(batching.parameters(args).get("TORCH_THREADS", "1")))
-        self.encoder = TextEncoder()
+        # The adapter (if any) lives next to this file: the version directory Triton loaded.
+        self.encoder = TextEncoder.from_repository(Path(__file__).parent)
         self.outputs = batching.output_dtypes(pb_utils, args)
 
     def execute(self, requests):
-        return batching.execute(pb_utils, requests, ["TEXT"], self.outputs, self.encoder.infer)
+        return batching.execute(pb_utils, requests, ["TEXT"], self.outputs, self.encoder.infer, optional=["CONTEXT"])

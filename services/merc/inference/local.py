@@ -14,7 +14,7 @@ from merc.inference import InferenceClient
 def _text_encoder(repo: str | None):
     from merc.models.text_encoder import TextEncoder
 
-    return TextEncoder()
+    return TextEncoder.from_repository(_version_dir(repo, "text_encoder"))
 
 
 def _fusion(repo: str | None):

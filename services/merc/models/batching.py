@@ -18,10 +18,20 @@ def parameters(args: dict) -> dict[str, str]:
     return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
 
 
-def execute(pb_utils, requests, inputs: list[str], outputs: dict[str, np.dtype], infer: Callable[[dict], dict]) -> list:
-    """Concatenate the requests' inputs, call `infer` once, split the outputs back per request."""
+def execute(pb_utils, requests, inputs: list[str], outputs: dict[str, np.dtype], infer: Callable[[dict], dict],
+            optional: list[str] = ()) -> list:
+    """Concatenate the requests' inputs, call `infer` once, split the outputs back per request.
+
+    `optional` names [B, 1] string inputs a request may omit: within one dynamic batch some
+    requests may carry one and others not, so the missing rows become empty strings.
+    """
     arrays = {name: [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests] for name in inputs}
     sizes = [len(a) for a in arrays[inputs[0]]]
+    for name in optional:
+        got = [pb_utils.get_input_tensor_by_name(r, name) for r in requests]
+        if any(t is not None for t in got):
+            arrays[name] = [t.as_numpy() if t is not None else np.full((n, 1), b"", dtype=object)
+                            for t, n in zip(got, sizes, strict=True)]
     result = infer({name: np.concatenate(parts) for name, parts in arrays.items()})
     responses, start = [], 0
     for n in sizes:

@@ -2,10 +2,11 @@
 
 Two stages, kept apart on purpose:
 
-1. ``fuse``: each utterance on its own -> a "fused" vector [H]. It depends on that
-   utterance only, so the service can compute it once, store it, and hand it back
-   as context for later utterances. (Audio/vision experts and the reliability gate
-   of DESIGN.md §6 slot in here; today only the text expert exists.)
+1. ``ModalityFusion``: each utterance on its own -> a "fused" vector [H]: one expert per
+   modality (text; voice and face through their encoders' own heads) mixed by a
+   reliability gate that sees the missing-modality mask and the quality signals
+   (DESIGN.md §6). It depends on that utterance only, so the service can compute it
+   once, store it, and hand it back as context for later utterances.
 2. ``contextualise``: the current fused vector plus the K previous ones of the same
    conversation (oldest first, right-aligned: slot K-1 is the immediately previous
    utterance; missing slots are marked invalid and never attended) -> emotion and
@@ -28,6 +29,7 @@ from torch import nn
 
 from merc.labels import MODALITIES
 from merc.models.layers import DictConfig
+from merc.quality import DIM as QUALITY_DIM
 
 N_MODALITIES = len(MODALITIES)  # mask / weight order: text, audio, vision
 
@@ -35,19 +37,23 @@ N_MODALITIES = len(MODALITIES)  # mask / weight order: text, audio, vision
 @dataclass
 class ContextConfig(DictConfig):
     text_dim: int = 384
+    audio_dim: int = 128  # the audio encoder's embedding
+    vision_dim: int = 128  # the face encoder's embedding
+    quality_dim: int = QUALITY_DIM
     hidden: int = 128
     context: int = 8  # K previous utterances
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
-    input_dropout: float = 0.2  # on the frozen sentence embedding: the cheapest regulariser here
+    input_dropout: float = 0.2  # on the sentence embedding: the cheapest regulariser here
+    gate_hidden: int = 32
     max_speakers: int = 8
     n_labels: int = 7
     n_sentiments: int = 3
 
 
 class TextExpert(nn.Module):
-    """Sentence embedding -> hidden space."""
+    """Sentence embedding -> hidden space, with its own emotion head (the text posterior)."""
 
     def __init__(self, cfg: ContextConfig):
         super().__init__()
@@ -59,33 +65,97 @@ class TextExpert(nn.Module):
             nn.Linear(cfg.hidden, cfg.hidden),
             nn.LayerNorm(cfg.hidden),
         )
+        self.head = nn.Linear(cfg.hidden, cfg.n_labels)
 
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return self.net(text)
+    def forward(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(text)
+        return h, self.head(h)
 
 
-class ModalityFusion(nn.Module):
-    """Mixture of modality experts weighted by availability.
+class PosteriorExpert(nn.Module):
+    """An encoder embedding read through that encoder's own (frozen) emotion head.
 
-    Only the text expert exists yet, so the weights are the availability mask restricted
-    to the experts present, normalised to sum to one; an utterance with no usable modality
-    gets a learned "nothing observed" vector. The reliability gate replaces the fixed
-    weights later without changing this interface.
+    The voice and face encoders were trained on whole corpora (RAVDESS, FER2013); the fusion
+    sees far fewer paired examples, so it keeps their classifiers and learns only how to place
+    their log-posteriors in the shared space. ``load_head`` copies the encoder's head in.
+    """
+
+    def __init__(self, dim: int, cfg: ContextConfig):
+        super().__init__()
+        self.head = nn.Linear(dim, cfg.n_labels)
+        self.head.requires_grad_(False)
+        self.net = nn.Sequential(nn.Linear(cfg.n_labels, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden),
+                                 nn.LayerNorm(cfg.hidden))
+
+    def load_head(self, head: nn.Linear) -> None:
+        with torch.no_grad():
+            self.head.weight.copy_(head.weight)
+            self.head.bias.copy_(head.bias)
+
+    def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head(embedding)
+        return self.net(torch.log_softmax(logits, -1)), logits
+
+
+class ReliabilityGate(nn.Module):
+    """Weights over the modality experts from what is present and how good it looks.
+
+    Inputs: the missing-modality mask, the quality vector (merc.quality) and each expert's own
+    confidence (max probability and normalised entropy), so a muffled mic or a blurred face
+    shifts weight to the other modalities. Absent modalities get exactly zero weight.
     """
 
     def __init__(self, cfg: ContextConfig):
         super().__init__()
+        n_in = N_MODALITIES + cfg.quality_dim + 2 * N_MODALITIES
+        self.net = nn.Sequential(nn.Linear(n_in, cfg.gate_hidden), nn.GELU(), nn.Linear(cfg.gate_hidden, N_MODALITIES))
+
+    def forward(self, mask: torch.Tensor, quality: torch.Tensor, expert_logits: torch.Tensor) -> torch.Tensor:
+        p = expert_logits.softmax(-1)
+        confidence = p.max(-1).values * mask
+        entropy = -(p * p.clamp(min=1e-9).log()).sum(-1) / math.log(p.shape[-1]) * mask
+        scores = self.net(torch.cat([mask, quality, confidence, entropy], -1))
+        present = mask > 0.5
+        scores = scores.masked_fill(~present, float("-inf"))
+        # All absent: softmax of all -inf is NaN; such rows get zero weights instead.
+        weights = torch.where(present.any(-1, keepdim=True), scores.softmax(-1), torch.zeros_like(scores))
+        return torch.nan_to_num(weights)
+
+
+@dataclass
+class Observation:
+    """One utterance's inputs per modality, batched; a modality's rows are ignored where mask is 0."""
+
+    text: torch.Tensor  # [B, text_dim]
+    audio: torch.Tensor  # [B, audio_dim]
+    vision: torch.Tensor  # [B, vision_dim]
+    mask: torch.Tensor  # [B, 3] in MODALITIES order
+    quality: torch.Tensor  # [B, quality_dim]
+
+    def __getitem__(self, rows) -> Observation:
+        return Observation(self.text[rows], self.audio[rows], self.vision[rows], self.mask[rows], self.quality[rows])
+
+
+class ModalityFusion(nn.Module):
+    """Reliability-gated mixture of modality experts -> one fused vector per utterance."""
+
+    def __init__(self, cfg: ContextConfig):
+        super().__init__()
         self.text = TextExpert(cfg)
-        self.register_buffer("present", torch.tensor([1.0, 0.0, 0.0]), persistent=False)
+        self.audio = PosteriorExpert(cfg.audio_dim, cfg)
+        self.vision = PosteriorExpert(cfg.vision_dim, cfg)
+        self.gate = ReliabilityGate(cfg)
         self.nothing = nn.Parameter(torch.zeros(cfg.hidden))
 
-    def forward(self, text: torch.Tensor, modality_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        avail = modality_mask.to(text.dtype) * self.present
-        total = avail.sum(-1, keepdim=True)
-        weights = avail / total.clamp(min=1e-6)
-        experts = self.text(text).unsqueeze(1)  # [B, 1, H]; audio/vision experts stack here
-        fused = (weights[:, :1, None] * experts).sum(1) + (total == 0).to(text.dtype) * self.nothing
-        return fused, weights
+    def forward(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(fused [B, H], weights [B, 3], expert logits [B, 3, n_labels])."""
+        outs = [self.text(obs.text), self.audio(obs.audio), self.vision(obs.vision)]
+        experts = torch.stack([h for h, _ in outs], 1)  # [B, 3, H]
+        logits = torch.stack([z for _, z in outs], 1)
+        mask = obs.mask.to(experts.dtype)
+        weights = self.gate(mask, obs.quality.to(experts.dtype), logits)
+        nothing = (mask.sum(-1, keepdim=True) == 0).to(experts.dtype) * self.nothing
+        return (weights.unsqueeze(-1) * experts).sum(1) + nothing, weights, logits
 
 
 class Block(nn.Module):
@@ -154,28 +224,27 @@ class ContextModel(nn.Module):
         self.emotion = nn.Linear(cfg.hidden, cfg.n_labels)
         self.sentiment = nn.Linear(cfg.hidden, cfg.n_sentiments)
 
-    def fuse(self, text: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
-        return self.fusion(text, modality_mask)[0]
-
-    def contextualise(self, fused, weights, speaker, ctx_fused, ctx_speaker, ctx_valid) -> dict[str, torch.Tensor]:
+    def contextualise(self, fused, speaker, ctx_fused, ctx_speaker, ctx_valid) -> dict[str, torch.Tensor]:
         h = self.context(fused, speaker, ctx_fused, ctx_speaker, ctx_valid)
-        return {"logits": self.emotion(h), "sentiment_logits": self.sentiment(h), "fused": fused, "weights": weights}
+        return {"logits": self.emotion(h), "sentiment_logits": self.sentiment(h), "fused": fused}
 
-    def forward(self, text, modality_mask, speaker, ctx_fused, ctx_speaker, ctx_valid) -> dict[str, torch.Tensor]:
+    def forward(self, obs: Observation, speaker, ctx_fused, ctx_speaker, ctx_valid) -> dict[str, torch.Tensor]:
         """One step per utterance: context arrives as the stored fused vectors of the last K utterances."""
-        fused, weights = self.fusion(text, modality_mask)
-        return self.contextualise(fused, weights, speaker, ctx_fused, ctx_speaker, ctx_valid)
+        fused, weights, expert_logits = self.fusion(obs)
+        out = self.contextualise(fused, speaker, ctx_fused, ctx_speaker, ctx_valid)
+        return {**out, "weights": weights, "expert_logits": expert_logits}
 
-    def forward_dialogues(self, text, modality_mask, speaker, window) -> dict[str, torch.Tensor]:
+    def forward_dialogues(self, obs: Observation, speaker, window) -> dict[str, torch.Tensor]:
         """Training path: all utterances of some dialogues concatenated ([N, ...]) and ``window`` [N, K]
         from ``window_indices`` (row i: indices of i's K predecessors, -1 where none)."""
-        fused, weights = self.fusion(text, modality_mask)
+        fused, weights, expert_logits = self.fusion(obs)
         valid = window >= 0
         idx = window.clamp(min=0)
         # Zero the invalid slots: they are never attended, but zeros are also what a caller passes.
         ctx_fused = fused[idx] * valid.unsqueeze(-1).to(fused.dtype)
         ctx_speaker = torch.where(valid, speaker[idx], torch.zeros_like(idx))
-        return self.contextualise(fused, weights, speaker, ctx_fused, ctx_speaker, valid)
+        out = self.contextualise(fused, speaker, ctx_fused, ctx_speaker, valid)
+        return {**out, "weights": weights, "expert_logits": expert_logits}
 
 
 def window_indices(lengths: list[int], context: int) -> torch.Tensor:

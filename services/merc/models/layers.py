@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 
 from torch import nn
 
@@ -30,8 +30,13 @@ class DictConfig:
     def from_dict(cls, d: dict):
         known = {f.name: f for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        # JSON has no tuples; restore the ones the dataclass declares.
         for k, v in kwargs.items():
+            # JSON has no tuples; restore the ones the dataclass declares.
             if isinstance(v, list) and "tuple" in str(known[k].type):
                 kwargs[k] = tuple(v)
+            # A nested config (a trainer's model or adapter settings) comes back as its own class.
+            elif isinstance(v, dict) and known[k].default_factory is not MISSING:
+                nested = known[k].default_factory()
+                if isinstance(nested, DictConfig):
+                    kwargs[k] = type(nested).from_dict(v)
         return cls(**kwargs)

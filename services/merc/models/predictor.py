@@ -3,17 +3,20 @@
 A version directory (``model_repository/fusion/1``) holds
 - ``config.json``: ContextConfig fields plus ``version``,
 - ``weights.safetensors``: the ContextModel state dict,
-- ``calibration.json``: ``temperature`` and ``conformal`` {``threshold``, ``coverage``}.
+- ``calibration.json``: per modality-availability pattern ``temperature`` and conformal
+  ``threshold`` (merc.calibration.fit_patterns), with a pooled ``default``.
 
 Triton's adapter (model_repository/fusion/1/model.py) and the in-process client both
 call ``FusionPredictor.infer``, so the two modes read the same files and run the same code.
 
-Inputs:  TEXT f32 [B,384], MODALITY_MASK f32 [B,3] (text, audio, vision), SPEAKER i64 [B,1],
-         CTX_FUSED f32 [B,K,H], CTX_SPEAKER i64 [B,K], CTX_VALID f32 [B,K]
-Outputs: PROBS f32 [B,7] (softmax of LOGITS / temperature), LOGITS f32 [B,7],
-         SENTIMENT f32 [B,3], FUSED f32 [B,H], WEIGHTS f32 [B,3],
-         IN_SET f32 [B,7] (1 for the labels of the split-conformal prediction set),
-         COVERAGE f32 [B,1] (the set's stated coverage)
+Inputs:  TEXT f32 [B,384], AUDIO f32 [B,128], VISION f32 [B,128] (zeros where absent),
+         MODALITY_MASK f32 [B,3] (text, audio, vision), QUALITY f32 [B,7] (merc.quality.features),
+         SPEAKER i64 [B,1], CTX_FUSED f32 [B,K,H], CTX_SPEAKER i64 [B,K], CTX_VALID f32 [B,K]
+Outputs: PROBS f32 [B,7] (softmax of LOGITS / the pattern's temperature), LOGITS f32 [B,7],
+         SENTIMENT f32 [B,3], FUSED f32 [B,H], WEIGHTS f32 [B,3] (the gate's; 0 for absent),
+         EXPERT_PROBS f32 [B,3,7] (each modality's own posterior), INCONGRUENCE f32 [B,1]
+         (merc.incongruence), IN_SET f32 [B,7] (1 for the labels of the split-conformal
+         prediction set), COVERAGE f32 [B,1] (the set's stated coverage)
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from merc.calibration import prediction_set
-from merc.models.context_model import ContextConfig, ContextModel
+from merc import incongruence
+from merc.calibration import for_pattern, pattern_key, prediction_set
+from merc.models.context_model import ContextConfig, ContextModel, Observation
 
-INPUTS = ("TEXT", "MODALITY_MASK", "SPEAKER", "CTX_FUSED", "CTX_SPEAKER", "CTX_VALID")
-OUTPUTS = ("PROBS", "LOGITS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET", "COVERAGE")
+INPUTS = ("TEXT", "AUDIO", "VISION", "MODALITY_MASK", "QUALITY", "SPEAKER", "CTX_FUSED", "CTX_SPEAKER", "CTX_VALID")
+OUTPUTS = ("PROBS", "LOGITS", "SENTIMENT", "FUSED", "WEIGHTS", "EXPERT_PROBS", "INCONGRUENCE", "IN_SET", "COVERAGE")
 
 
 class FusionPredictor:
@@ -40,9 +44,8 @@ class FusionPredictor:
         self.directory = directory
         self.config = ContextConfig.from_dict(config)
         self._version = str(config.get("version", "unversioned"))
-        self.temperature = float(calibration["temperature"])
-        self._threshold = float(calibration["conformal"]["threshold"])
-        self._coverage = float(calibration["conformal"]["coverage"])
+        self.calibration = calibration
+        self._coverage = float(calibration["coverage"])
         self.device = torch.device(device)
         self.model = ContextModel(self.config)
         self.model.load_state_dict(load_file(str(directory / "weights.safetensors")))
@@ -67,16 +70,15 @@ class FusionPredictor:
         c = self.config
         return {
             "TEXT": [c.text_dim],
+            "AUDIO": [c.audio_dim],
+            "VISION": [c.vision_dim],
             "MODALITY_MASK": [3],
+            "QUALITY": [c.quality_dim],
             "SPEAKER": [1],
             "CTX_FUSED": [c.context, c.hidden],
             "CTX_SPEAKER": [c.context],
             "CTX_VALID": [c.context],
         }
-
-    @property
-    def conformal_threshold(self) -> float:
-        return self._threshold
 
     @property
     def conformal_coverage(self) -> float:
@@ -96,26 +98,40 @@ class FusionPredictor:
         c = self.config
         text = self._tensor(inputs, "TEXT", np.float32, (None, c.text_dim))
         b = text.shape[0]
-        out = self.model(
+        mask = self._tensor(inputs, "MODALITY_MASK", np.float32, (b, 3))
+        obs = Observation(
             text,
-            self._tensor(inputs, "MODALITY_MASK", np.float32, (b, 3)),
+            self._tensor(inputs, "AUDIO", np.float32, (b, c.audio_dim)),
+            self._tensor(inputs, "VISION", np.float32, (b, c.vision_dim)),
+            mask,
+            self._tensor(inputs, "QUALITY", np.float32, (b, c.quality_dim)),
+        )
+        out = self.model(
+            obs,
             self._tensor(inputs, "SPEAKER", np.int64, (b, 1))[:, 0],
             self._tensor(inputs, "CTX_FUSED", np.float32, (b, c.context, c.hidden)),
             self._tensor(inputs, "CTX_SPEAKER", np.int64, (b, c.context)),
             self._tensor(inputs, "CTX_VALID", np.float32, (b, c.context)) > 0.5,
         )
-        logits = out["logits"]
         as_np = lambda t: t.float().cpu().numpy()  # noqa: E731
-        probs = as_np(torch.softmax(logits / self.temperature, -1))
-        in_set = np.zeros_like(probs)
-        for i, p in enumerate(probs):
-            in_set[i, prediction_set(p, self._threshold)] = 1.0
+        logits, mask_np = as_np(out["logits"]), as_np(mask)
+        probs = np.zeros_like(logits)
+        in_set = np.zeros_like(logits)
+        for i, row in enumerate(logits):
+            fit = for_pattern(self.calibration, pattern_key(mask_np[i]))
+            z = row / fit["temperature"]
+            p = np.exp(z - z.max())
+            probs[i] = p / p.sum()
+            in_set[i, prediction_set(probs[i], fit["threshold"])] = 1.0
+        expert_probs = as_np(torch.softmax(out["expert_logits"], -1))
         return {
             "PROBS": probs,
             "IN_SET": in_set,
             "COVERAGE": np.full((b, 1), self._coverage, np.float32),
-            "LOGITS": as_np(logits),
+            "LOGITS": logits,
             "SENTIMENT": as_np(torch.softmax(out["sentiment_logits"], -1)),
             "FUSED": as_np(out["fused"]),
             "WEIGHTS": as_np(out["weights"]),
+            "EXPERT_PROBS": expert_probs * mask_np[:, :, None],
+            "INCONGRUENCE": incongruence.score(expert_probs, mask_np).astype(np.float32)[:, None],
         }

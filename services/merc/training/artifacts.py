@@ -41,9 +41,21 @@ def stamp_triton_version(pbtxt: Path, version: str) -> None:
         pbtxt.write_text(text)
 
 
-def mean_std(rows: list[dict], key: str) -> str:
-    v = np.array([r[key] for r in rows])
+def pm(values) -> str:
+    """"mean ± sample std" of per-seed figures."""
+    v = np.asarray(values, dtype=np.float64)
     return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
+
+
+def mean_std(rows: list[dict], key: str) -> str:
+    return pm([r[key] for r in rows])
+
+
+def save_markdown(path: Path, lines: list[str]) -> str:
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
 
 
 def metrics_table(rows: list[dict], split: str) -> list[str]:

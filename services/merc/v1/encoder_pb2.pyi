@@ -26,7 +26,7 @@ class Image(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
-    __slots__ = ("utterance", "text", "audio", "frames", "faces", "expected_modalities", "sent_at_ms")
+    __slots__ = ("utterance", "text", "audio", "frames", "faces", "expected_modalities", "sent_at_ms", "context_text")
     UTTERANCE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class EncodeRequest(_message.Message):
     FACES_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_MODALITIES_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TEXT_FIELD_NUMBER: _ClassVar[int]
     utterance: _common_pb2.UtteranceRef
     text: str
     audio: Audio
@@ -41,7 +42,8 @@ class EncodeRequest(_message.Message):
     faces: _containers.RepeatedCompositeFieldContainer[Image]
     expected_modalities: _containers.RepeatedScalarFieldContainer[_common_pb2.Modality]
     sent_at_ms: int
-    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[Audio, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., expected_modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., sent_at_ms: _Optional[int] = ...) -> None: ...
+    context_text: str
+    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[Audio, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., expected_modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., sent_at_ms: _Optional[int] = ..., context_text: _Optional[str] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
     __slots__ = ("modality", "dimensions", "quality", "encoder_model")

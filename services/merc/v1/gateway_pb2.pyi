@@ -10,18 +10,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AnalyzeUtteranceRequest(_message.Message):
-    __slots__ = ("utterance", "text", "audio", "frames", "faces")
+    __slots__ = ("utterance", "text", "audio", "frames", "faces", "context_text")
     UTTERANCE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TEXT_FIELD_NUMBER: _ClassVar[int]
     utterance: _common_pb2.UtteranceRef
     text: str
     audio: _encoder_pb2.Audio
     frames: _containers.RepeatedCompositeFieldContainer[_encoder_pb2.Image]
     faces: _containers.RepeatedCompositeFieldContainer[_encoder_pb2.Image]
-    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[_encoder_pb2.Audio, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ...) -> None: ...
+    context_text: str
+    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[_encoder_pb2.Audio, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ..., context_text: _Optional[str] = ...) -> None: ...
 
 class AnalyzeUtteranceResponse(_message.Message):
     __slots__ = ("utterance", "modalities", "errors")
