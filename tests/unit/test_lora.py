@@ -48,3 +48,27 @@ def test_merged_weights_reproduce_the_adapted_model():
 def test_an_adapter_for_another_model_is_refused():
     with pytest.raises(ValueError, match="does not fit"):
         load_merged(Tiny(), CFG, {"key.lora_a": torch.zeros(2, 8)})
+
+
+def test_a_soup_is_the_mean_of_the_merged_adapters():
+    from merc.models.lora import soup
+
+    torch.manual_seed(0)
+    base = Tiny()
+    merged, states = [], []
+    for seed in range(3):
+        m = Tiny()
+        m.load_state_dict(base.state_dict())
+        add_lora(m, CFG)
+        with torch.no_grad():
+            m.query.lora_a.normal_()
+            m.query.lora_b.normal_()
+        states.append(adapter_state(m))
+        fresh = Tiny()
+        fresh.load_state_dict(base.state_dict())
+        merged.append(load_merged(fresh, CFG, states[-1]).query.weight)
+    state, cfg = soup(states, CFG)
+    assert cfg.rank == 3 * CFG.rank
+    fresh = Tiny()
+    fresh.load_state_dict(base.state_dict())
+    assert torch.allclose(load_merged(fresh, cfg, state).query.weight, torch.stack(merged).mean(0), atol=1e-5)

@@ -87,3 +87,21 @@ def load_merged(model: nn.Module, cfg: LoRAConfig, state: dict[str, torch.Tensor
     for name in names:
         _swap(model, name, model.get_submodule(name).merged())
     return model
+
+
+def soup(states: list[dict[str, torch.Tensor]], cfg: LoRAConfig) -> tuple[dict[str, torch.Tensor], LoRAConfig]:
+    """One adapter whose weight change is the mean of several adapters' (a uniform "model soup").
+
+    Stacking the n low-rank factors along the rank gives exactly mean_i(B_i A_i) at rank n*r, so the
+    soup is still a LoRA adapter: stored as such, merged at load like any other.
+    """
+    n = len(states)
+    if n == 0 or any(set(s) != set(states[0]) for s in states):
+        raise ValueError("soup needs at least one adapter, all of the same model")
+    out = {}
+    for key in states[0]:
+        dim = 0 if key.endswith("lora_a") else 1  # A: [r, in] stacks rows; B: [out, r] stacks columns
+        stacked = torch.cat([s[key] for s in states], dim=dim)
+        out[key] = stacked if dim == 0 else stacked / n
+    # scale = alpha / rank: n times the rank needs n times alpha to keep each term's scale.
+    return out, LoRAConfig(rank=cfg.rank * n, alpha=cfg.alpha * n, dropout=cfg.dropout, targets=cfg.targets)
