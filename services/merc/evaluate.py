@@ -58,7 +58,7 @@ def evaluate_faces(repository: Path) -> tuple[np.ndarray, np.ndarray]:
     return y, probs.astype(np.float64)
 
 
-def _fusion_patterns(repository: Path, cache: Path, calibration: dict | None = None):
+def _fusion_patterns(repository: Path, cache: Path):
     """(labels, dialogue lengths, {pattern: logits}) of the shipped fusion model on the paired dev set."""
     from merc.models.predictor import FusionPredictor
     from merc.training import fusion

@@ -38,7 +38,7 @@ from merc.labels import LABELS, MODALITIES, SENTIMENTS
 from merc.models.context_model import ContextConfig, ContextModel, Observation, window_indices
 from merc.models.encoders import AudioEmotionEncoder, FaceEmotionEncoder
 from merc.models.layers import DictConfig
-from merc.models.text_encoder import TextEncoder
+from merc.models.text_encoder import TextEncoder, normalise_text
 from merc.training import pairing
 from merc.training.artifacts import pm, save_markdown, sha256, stamp_triton_version
 
@@ -123,13 +123,13 @@ def standalone(pool: pairing.Pool, modality: str, n: int, rng: np.random.Generat
     else:
         items = rng.integers(len(pool.labels), size=n)
         variant = np.where(rng.random(n) < cfg.p_clean, 0, rng.integers(1, len(pool.variants), n))
-    emb, q = pool.embedding[variant, items], pool.quality[variant, items]
-    other = "vision" if modality == "audio" else "audio"
-    dims = {modality: emb.shape[1], other: cfg.model.vision_dim if other == "vision" else cfg.model.audio_dim}
-    split = Split(np.zeros((n, 384), np.float32), np.zeros((n, quality.DIM), np.float32), np.zeros(n, np.int64),
+    c = cfg.model
+    vectors = {"audio": np.zeros((n, c.audio_dim), np.float32), "vision": np.zeros((n, c.vision_dim), np.float32)}
+    qualities = {m: np.zeros((n, quality.DIM), np.float32) for m in vectors}
+    vectors[modality], qualities[modality] = pool.embedding[variant, items], pool.quality[variant, items]
+    split = Split(np.zeros((n, c.text_dim), np.float32), np.zeros((n, quality.DIM), np.float32), np.zeros(n, np.int64),
                   pool.labels[items], np.full(n, -1), [1] * n)
-    arrays = {modality: (emb, q), other: (np.zeros((n, dims[other]), np.float32), np.zeros((n, quality.DIM), np.float32))}
-    return Paired(split, arrays["audio"][0], arrays["vision"][0], arrays["audio"][1], arrays["vision"][1],
+    return Paired(split, vectors["audio"], vectors["vision"], qualities["audio"], qualities["vision"],
                   pairing.pattern_mask(n, (modality,)))
 
 
@@ -167,8 +167,6 @@ def embed_text(dialogues: list[Dialogue], encoder: TextEncoder, cache: Path) -> 
 
 def to_split(dialogues: list[Dialogue], vectors: np.ndarray) -> Split:
     utts = [u for d in dialogues for u in d.utterances]
-    from merc.models.text_encoder import normalise_text
-
     tq = np.stack([quality.features({"text_length": len(normalise_text(u.text))}) for u in utts])
     return Split(vectors, tq, np.array([u.speaker_index for u in utts]), np.array([u.emotion for u in utts]),
                  np.array([u.sentiment for u in utts]), [len(d) for d in dialogues])
