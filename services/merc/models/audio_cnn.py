@@ -20,7 +20,7 @@ from merc.models.audio_features import N_MELS
 @dataclass
 class AudioConfig(DictConfig):
     n_mels: int = N_MELS
-    channels: tuple[int, ...] = (16, 32, 64, 128)
+    channels: tuple[int, ...] = (32, 64, 128, 256)
     embedding: int = 128
     dropout: float = 0.3
     n_labels: int = 7

@@ -18,7 +18,7 @@ from merc.models.layers import DictConfig, conv_stage
 @dataclass
 class FaceConfig(DictConfig):
     size: int = 48
-    channels: tuple[int, ...] = (16, 32, 64, 128)
+    channels: tuple[int, ...] = (32, 64, 128, 256)
     embedding: int = 128
     dropout: float = 0.4
     n_labels: int = 7

@@ -77,14 +77,14 @@ def metrics_table(rows: list[dict], split: str) -> list[str]:
 
 def write_report(
     path: Path, title: str, command: str, argv: list[str] | None, started: float, threads: int,
-    shipped: str, version: str, data: str, rows: list[dict], split: str,
+    shipped: str, version: str, data: str, rows: list[dict], split: str, device: str = "cpu",
 ) -> None:
     """The Markdown report every trainer leaves in bench/results, printed as well."""
     lines = [
         f"# {title}",
         "",
         f"Command: `{command} {shlex.join(sys.argv[1:] if argv is None else argv)}`  ",
-        f"Wall time: {time.time() - started:.0f} s on {platform.machine()} CPU, torch {torch.__version__} ({threads} threads)  ",
+        f"Wall time: {time.time() - started:.0f} s on {where(device, threads)}, torch {torch.__version__}  ",
         f"Shipped: `{shipped}` version `{version}` (seed 0; seeds are not chosen on {split})",
         "",
         data,
@@ -94,6 +94,13 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def where(device: str, threads: int) -> str:
+    """The hardware a figure's wall time was measured on, for reports."""
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (GPU)"
+    return f"{platform.machine()} CPU ({threads} threads)"
 
 
 def relative(path: Path, root: Path) -> str:
