@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from merc.bus import make_bus
 from merc.config import settings
 from merc.encoder.encoding import Encoder
@@ -10,6 +12,8 @@ from merc.encoder.server import EncoderServicer
 from merc.inference import make_inference
 from merc.serving import Server, setup_logging
 from merc.v1 import encoder_pb2_grpc
+
+log = logging.getLogger("merc.encoder")
 
 
 def main() -> None:
@@ -23,6 +27,12 @@ def main() -> None:
     server = Server(cfg.encoder_port)
     server.add(encoder_pb2_grpc.add_EncoderServiceServicer_to_server, EncoderServicer(encoder), "merc.v1.EncoderService")
     server.start()
+    # SERVING only once warm: a cold first call (model loads, Triton's first batch) can take
+    # seconds, long enough to miss the join window and degrade the first utterances' events.
+    try:
+        modality.encode(modality.warmup_request())
+    except Exception as e:  # Triton not up yet: serve anyway, the first real call warms up
+        log.warning("warm-up failed (%s); serving cold", e)
     server.set_serving(True)
     server.wait(on_stop=producer.close)
 

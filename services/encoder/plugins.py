@@ -10,6 +10,7 @@ import abc
 import re
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from merc import faces, media, quality
@@ -44,6 +45,10 @@ class ModalityPlugin(abc.ABC):
     def encode(self, request: encoder_pb2.EncodeRequest) -> Encoded:
         """Raise InvalidInput for bad media; InferenceUnavailable propagates."""
 
+    @abc.abstractmethod
+    def warmup_request(self) -> encoder_pb2.EncodeRequest:
+        """A small synthetic input that runs the whole path once (lazy loads, Triton's first call)."""
+
 
 _SPACE = re.compile(r"\s+")
 
@@ -68,6 +73,9 @@ class TextPlugin(ModalityPlugin):
         vector = out["EMBEDDING"][0].astype(np.float32)
         return Encoded(vector, common_pb2.QualitySignals(text_length=len(text)), self.model, self.inference.version(self.model))
 
+    def warmup_request(self) -> encoder_pb2.EncodeRequest:
+        return encoder_pb2.EncodeRequest(text="Warming up.", context_text="Hello.")
+
 
 class AudioPlugin(ModalityPlugin):
     """Audio bytes -> 16 kHz mono -> quality signals + the voice encoder's embedding."""
@@ -89,6 +97,11 @@ class AudioPlugin(ModalityPlugin):
         out = self.inference.infer(self.model, {"WAVE": wave[None], "LENGTH": np.array([[len(wave)]], np.int64)})
         return Encoded(out["EMBEDDING"][0].astype(np.float32), common_pb2.QualitySignals(**signals), self.model,
                        self.inference.version(self.model))
+
+    def warmup_request(self) -> encoder_pb2.EncodeRequest:
+        hum = 0.1 * np.sin(2 * np.pi * 150 * np.arange(media.SAMPLE_RATE) / media.SAMPLE_RATE)
+        return encoder_pb2.EncodeRequest(audio=encoder_pb2.Audio(data=hum.astype("<f4").tobytes(), encoding="pcm_f32le",
+                                                                 sample_rate=media.SAMPLE_RATE, channels=1))
 
 
 class VisionPlugin(ModalityPlugin):
@@ -132,6 +145,11 @@ class VisionPlugin(ModalityPlugin):
             face_found_ratio=len(crops) / n, detector_score=float(w.mean()),
             sharpness=float(np.mean([quality.sharpness(c) for c in crops])))
         return Encoded(vector.astype(np.float32), signals, self.model, self.inference.version(self.model))
+
+    def warmup_request(self) -> encoder_pb2.EncodeRequest:
+        faces.detect(np.full((96, 96), 128, np.uint8))  # loads the cascade; finds nothing
+        grey = np.full((48, 48), 128, np.uint8)
+        return encoder_pb2.EncodeRequest(faces=[encoder_pb2.Image(data=cv2.imencode(".png", grey)[1].tobytes())])
 
 
 PLUGINS: dict[str, type[ModalityPlugin]] = {"text": TextPlugin, "audio": AudioPlugin, "vision": VisionPlugin}

@@ -13,11 +13,16 @@ from merc.store import Store
 from merc.v1 import encoder_pb2_grpc, gateway_pb2_grpc
 
 
+# gRPC's reconnect backoff grows to 2 minutes by default: an encoder back from a restart would sit
+# unused that long, its modality missing from every event. Retry the connection every few seconds.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 3000)]
+
+
 def main() -> None:
     cfg = settings()
     setup_logging(cfg.log_level)
     urls = {"text": cfg.text_encoder_url, "audio": cfg.audio_encoder_url, "vision": cfg.vision_encoder_url}
-    encoders = {m: encoder_pb2_grpc.EncoderServiceStub(grpc.insecure_channel(url)) for m, url in urls.items() if url}
+    encoders = {m: encoder_pb2_grpc.EncoderServiceStub(grpc.insecure_channel(url, options=RECONNECT)) for m, url in urls.items() if url}
     hub = EventHub(make_bus(cfg), cfg.topic("emotions"))
     hub.start()
     servicer = GatewayServicer(encoders, Store(cfg.database_url), hub, cfg.tenant)

@@ -65,8 +65,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         watched: set[tuple[str, str]] = set()
         waiting: set[tuple[str, str, int]] = set()
         lock = threading.Lock()
-        merged: queue.Queue = queue.Queue()
-        problems: list[tuple[grpc.StatusCode, str]] = []
+        merged: queue.Queue = queue.Queue()  # EmotionEvents from the hub, Rejected from this stream
         requests_done = threading.Event()
 
         previous_text: dict[tuple[str, str], str] = {}  # this stream's memory only; dropped with it
@@ -86,11 +85,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                             watched.add(key)
                             self.hub.watch(key, merged)
                         waiting.add((*key, ref.sequence))
-                    _, error = self._analyze(req.utterance)
+                    response, error = self._analyze(req.utterance)
                     if error is not None:
                         with lock:
                             waiting.discard((*key, ref.sequence))
-                        problems.append(error)
+                        merged.put(gateway_pb2.Rejected(utterance=ref, code=error[0].name, errors=response.errors, reason=error[1]))
             finally:
                 requests_done.set()
 
@@ -98,8 +97,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         last = time.monotonic()
         try:
             while context.is_active():
-                if problems:
-                    context.abort(*problems[0])
                 with lock:
                     done = requests_done.is_set() and not waiting
                 if done or time.monotonic() - last > self.stream_idle_s:
@@ -109,6 +106,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 except queue.Empty:
                     continue
                 last = time.monotonic()
+                if isinstance(event, gateway_pb2.Rejected):
+                    yield gateway_pb2.StreamConversationResponse(rejected=event)
+                    continue
                 with lock:
                     waiting.discard((event.utterance.tenant, event.utterance.conversation_id, event.utterance.sequence))
                 yield gateway_pb2.StreamConversationResponse(event=event)

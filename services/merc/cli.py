@@ -45,7 +45,7 @@ def _print_table(rows: list[dict]) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     if not Path(args.manifest).is_file():
-        print(f"merc analyze: no such manifest file: {args.manifest}", file=sys.stderr)
+        print(f"merc analyze: no such file: {args.manifest} (give a JSON-lines manifest or an audio/video file)", file=sys.stderr)
         return EXIT_USAGE
     if args.remote:
         from merc.remote import analyze_remote
@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    a = sub.add_parser("analyze", help="analyse a conversation manifest (JSON lines) and print one event per utterance")
-    a.add_argument("manifest", help="JSON-lines manifest; media paths are relative to it")
+    a = sub.add_parser("analyze", help="analyse a conversation manifest (JSON lines) or a recording; print one event per utterance")
+    a.add_argument("manifest", help="JSON-lines manifest (media paths relative to it), or a bare audio/video file: "
+                   "its utterances are found by voice activity")
     a.add_argument("--out", help="write the events as JSON lines to this file")
     a.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     a.add_argument("--table", action="store_true", help="print the table even with --out")

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_audio_seconds: float = 60.0
     max_frames: int = 32
     max_image_pixels: int = 4096 * 4096
+    # Frames sampled per utterance when `merc analyze` cuts a video file.
+    video_frames: int = 5
 
     # Gateway
     gateway_port: int = 28050

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from merc import manifest
+from merc import manifest, segment, video
 from merc.bus.memory import MemoryBus
 from merc.config import Settings
 from merc.encoder.encoding import Encoder
@@ -22,6 +22,7 @@ from merc.fusion.processor import FusionProcessor
 from merc.inference.local import LocalInference
 from merc.join import MODALITY_ENUMS
 from merc.labels import LABELS
+from merc.media import SAMPLE_RATE, MediaError
 from merc.store import Store
 from merc.v1 import common_pb2, encoder_pb2, events_pb2
 
@@ -92,18 +93,47 @@ def request_for(u: manifest.Utterance, tenant: str, context_text: str) -> encode
                                      sent_at_ms=int(time.time() * 1000))
 
 
-def attach_media(u: manifest.Utterance, request: encoder_pb2.EncodeRequest, modality: str) -> None:
-    """Attach the line's media for one modality to the request (raw bytes stay in this process)."""
-    if u.video is not None and ((modality == "audio" and u.audio is None) or (modality == "vision" and not (u.frames or u.faces))):
-        raise InvalidInput("video files are not decoded by this build; give the utterance's audio and frames or faces")
+class NotInFile(Exception):
+    """The line's media file has no stream for this modality (a silent video, an audio-only file)."""
+
+
+def attach_media(u: manifest.Utterance, request, modality: str, frames: int = 5, max_pixels: int = 4096 * 4096) -> None:
+    """Attach the line's media for one modality to an encoder or gateway request.
+
+    Files are sent as they are; a ``video`` is cut to the line's span here and re-packed as raw
+    16 kHz PCM and ``frames`` PNG frames, so the services validate one kind of input. Raw bytes
+    stay in this process.
+    """
     try:
         if modality == "audio" and u.audio is not None:
             request.audio.data = u.audio.read_bytes()
-        elif modality == "vision":
+        elif modality == "audio" and u.video is not None:
+            wave = video.audio_span(u.video, u.start_ms, u.end_ms)
+            if wave is None:
+                raise NotInFile(f"{u.video.name} has no audio track")
+            request.audio.CopyFrom(encoder_pb2.Audio(data=wave.astype("<f4").tobytes(), encoding="pcm_f32le",
+                                                     sample_rate=SAMPLE_RATE, channels=1))
+        elif modality == "vision" and (u.frames or u.faces):
             request.frames.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.frames)
             request.faces.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.faces)
+        elif modality == "vision" and u.video is not None:
+            images = video.frames_span(u.video, u.start_ms, u.end_ms, frames, max_pixels)
+            if not images:
+                raise NotInFile(f"{u.video.name} has no video frames in this span")
+            request.frames.extend(encoder_pb2.Image(data=png(img)) for img in images)
     except OSError as e:
         raise InvalidInput(f"cannot read {modality} file: {e.filename}: {e.strerror}") from None
+    except MediaError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def png(image) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise MediaError("cannot re-encode a video frame")
+    return buf.tobytes()
 
 
 class EmbeddedPipeline:
@@ -138,8 +168,10 @@ class EmbeddedPipeline:
                 continue
             request = request_for(u, self.settings.tenant, self._previous_text.get(u.conversation, ""))
             try:
-                attach_media(u, request, modality)
+                attach_media(u, request, modality, self.settings.video_frames, self.settings.max_image_pixels)
                 embeddings.append((encoder, encoder.embed(request)))
+            except NotInFile as e:
+                result.notes.append(f"line {u.line}: {modality}: {e}")
             except InvalidInput as e:
                 result.errors.append(f"line {u.line}: {modality}: {e}")
         if "text" in u.given:
@@ -147,6 +179,8 @@ class EmbeddedPipeline:
         if not embeddings:
             if not u.given:
                 result.errors.append(f"line {u.line}: no text, audio, frames, faces or video")
+            elif not result.errors:
+                result.errors.append(f"line {u.line}: nothing usable in it ({'; '.join(result.notes)})")
             return result
         # Encoding is synchronous here, so the join need wait only for what was encoded.
         expected = [e.modality for _, e in embeddings]
@@ -167,7 +201,8 @@ class EmbeddedPipeline:
         return result
 
     def analyze(self, path: str | Path) -> Iterator[LineResult]:
-        for item in manifest.read(path):
+        """A manifest's lines, or a bare audio/video file's utterances (segmented by voice activity)."""
+        for item in segment.read(path):
             if isinstance(item, manifest.ManifestError):
                 yield LineResult(None, errors=[str(item)], line=item.line)
             else:

@@ -4,8 +4,10 @@
      "audio": "clips/d42_u3.flac", "frames": ["faces/d42_u3_0.jpg"], "faces": [...],
      "video": "media/d42.mp4", "start_ms": 1200, "end_ms": 3400, "label": "joy"}
 
-Every media field is optional; an absent one is a missing modality. This is a
-stable public format: keep it backward compatible.
+Every media field is optional; an absent one is a missing modality. ``video`` with
+``start_ms``/``end_ms`` means: cut that span's audio track and frames from the file (the whole
+file without them); an audio-only file (WAV, FLAC, MP3, ...) there gives the audio alone. This is
+a stable public format: keep it backward compatible.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from pathlib import Path
 
 from merc.labels import LABELS
 
+# Files in the `video` field that can only give audio.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"})
+
 
 class ManifestError(ValueError):
     def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
+        super().__init__(f"line {line}: {message}" if line else message)
         self.line = line
 
 
@@ -47,7 +52,7 @@ class Utterance:
             out.append("text")
         if self.audio is not None or self.video is not None:
             out.append("audio")
-        if self.frames or self.faces or self.video is not None:
+        if self.frames or self.faces or (self.video is not None and self.video.suffix.lower() not in AUDIO_SUFFIXES):
             out.append("vision")
         return out
 

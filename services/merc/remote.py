@@ -8,24 +8,31 @@ from pathlib import Path
 
 import grpc
 
-from merc import manifest
+from merc import manifest, segment
 from merc.bus import make_bus
 from merc.bus.base import ConsumerSpec
-from merc.config import settings
-from merc.embedded import LineResult
-from merc.v1 import common_pb2, encoder_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from merc.config import Settings, settings
+from merc.embedded import LineResult, NotInFile, attach_media
+from merc.encoder.plugins import InvalidInput
+from merc.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 
 
-def _request(u: manifest.Utterance, tenant: str, context_text: str = "") -> gateway_pb2.AnalyzeUtteranceRequest:
+def _request(u: manifest.Utterance, cfg: Settings, context_text: str = "") -> tuple[gateway_pb2.AnalyzeUtteranceRequest, list[str]]:
+    """The request, and why any of the line's media was left out (as embedded mode reports it)."""
     ref = common_pb2.UtteranceRef(
-        tenant=tenant, conversation_id=u.conversation, sequence=u.utterance, speaker=u.speaker, start_ms=u.start_ms or 0, end_ms=u.end_ms or 0
+        tenant=cfg.tenant, conversation_id=u.conversation, sequence=u.utterance, speaker=u.speaker, start_ms=u.start_ms or 0, end_ms=u.end_ms or 0
     )
     req = gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text=u.text or "", context_text=context_text)
-    if u.audio is not None and u.audio.is_file():
-        req.audio.data = u.audio.read_bytes()
-    req.frames.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.frames if p.is_file())
-    req.faces.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.faces if p.is_file())
-    return req
+    errors = []
+    for modality in ("audio", "vision"):
+        if modality in u.given:
+            try:
+                attach_media(u, req, modality, cfg.video_frames, cfg.max_image_pixels)
+            except NotInFile:
+                pass
+            except InvalidInput as e:
+                errors.append(f"line {u.line}: {modality}: {e}")
+    return req, errors
 
 
 def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> list[dict]:
@@ -38,7 +45,7 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
     results: dict[tuple[str, int], LineResult] = {}
     order: list[LineResult] = []
     previous_text: dict[str, str] = {}
-    for item in manifest.read(path):
+    for item in segment.read(path):
         if isinstance(item, manifest.ManifestError):
             order.append(LineResult(None, errors=[str(item)], line=item.line))
             print(f"merc analyze: {path}: {item}", file=sys.stderr)
@@ -46,7 +53,10 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
         r = LineResult(item)
         order.append(r)
         try:
-            stub.AnalyzeUtterance(_request(item, cfg.tenant, previous_text.get(item.conversation, "")), timeout=30)
+            request, r.errors = _request(item, cfg, previous_text.get(item.conversation, ""))
+            for err in r.errors:
+                print(f"merc analyze: {path}: {err}", file=sys.stderr)
+            stub.AnalyzeUtterance(request, timeout=30)
             if item.text and item.text.strip():
                 previous_text[item.conversation] = item.text
             results[(item.conversation, item.utterance)] = r

@@ -62,4 +62,4 @@ def test_context_is_causal_and_mood_accumulates(analysed):
 
 def test_missing_manifest_is_a_usage_error(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope.jsonl")]) == 2
-    assert "no such manifest" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err

@@ -30,7 +30,7 @@ class Recorded:
 
 def encode(path: str | Path, plugins: dict, dims: dict[str, int]) -> Recorded:
     """``plugins``: modality -> encoder plug-in (merc.encoder.plugins); ``dims``: modality -> vector size."""
-    from merc.embedded import attach_media, request_for
+    from merc.embedded import NotInFile, attach_media, request_for
     from merc.encoder.plugins import InvalidInput
 
     by_conv: dict[str, list] = {}
@@ -50,6 +50,8 @@ def encode(path: str | Path, plugins: dict, dims: dict[str, int]) -> Recorded:
                 attach_media(item, request, m)
                 e = plugins[m].encode(request)
                 got[m] = (e.vector, quality.features(e.quality))
+            except NotInFile:
+                pass  # a silent video or an audio-only file: the modality is simply absent
             except InvalidInput as err:
                 skipped.append(f"line {item.line}: {m}: {err} (modality left out)")
         if "text" in item.given:

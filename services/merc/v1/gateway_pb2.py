@@ -27,7 +27,7 @@ from merc.v1 import encoder_pb2 as merc_dot_v1_dot_encoder__pb2
 from merc.v1 import events_pb2 as merc_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15merc/v1/gateway.proto\x12\x07merc.v1\x1a\x14merc/v1/common.proto\x1a\x15merc/v1/encoder.proto\x1a\x14merc/v1/events.proto\"\xc5\x01\n\x17\x41nalyzeUtteranceRequest\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1d\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x0e.merc.v1.Audio\x12\x1e\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x1d\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x14\n\x0c\x63ontext_text\x18\x06 \x01(\t\"\x93\x01\n\x18\x41nalyzeUtteranceResponse\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12%\n\nmodalities\x18\x02 \x03(\x0e\x32\x11.merc.v1.Modality\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.merc.v1.ModalityError\"D\n\rModalityError\x12#\n\x08modality\x18\x01 \x01(\x0e\x32\x11.merc.v1.Modality\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\x19StreamConversationRequest\x12\x33\n\tutterance\x18\x01 \x01(\x0b\x32 .merc.v1.AnalyzeUtteranceRequest\"B\n\x1aStreamConversationResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.merc.v1.EmotionEvent\"A\n\x16GetConversationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"Y\n\x17GetConversationResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.merc.v1.EmotionEvent2\xa2\x02\n\x0eGatewayService\x12W\n\x10\x41nalyzeUtterance\x12 .merc.v1.AnalyzeUtteranceRequest\x1a!.merc.v1.AnalyzeUtteranceResponse\x12\x61\n\x12StreamConversation\x12\".merc.v1.StreamConversationRequest\x1a#.merc.v1.StreamConversationResponse(\x01\x30\x01\x12T\n\x0fGetConversation\x12\x1f.merc.v1.GetConversationRequest\x1a .merc.v1.GetConversationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15merc/v1/gateway.proto\x12\x07merc.v1\x1a\x14merc/v1/common.proto\x1a\x15merc/v1/encoder.proto\x1a\x14merc/v1/events.proto\"\xc5\x01\n\x17\x41nalyzeUtteranceRequest\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1d\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x0e.merc.v1.Audio\x12\x1e\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x1d\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x14\n\x0c\x63ontext_text\x18\x06 \x01(\t\"\x93\x01\n\x18\x41nalyzeUtteranceResponse\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12%\n\nmodalities\x18\x02 \x03(\x0e\x32\x11.merc.v1.Modality\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.merc.v1.ModalityError\"D\n\rModalityError\x12#\n\x08modality\x18\x01 \x01(\x0e\x32\x11.merc.v1.Modality\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\x19StreamConversationRequest\x12\x33\n\tutterance\x18\x01 \x01(\x0b\x32 .merc.v1.AnalyzeUtteranceRequest\"s\n\x1aStreamConversationResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.merc.v1.EmotionEventH\x00\x12%\n\x08rejected\x18\x02 \x01(\x0b\x32\x11.merc.v1.RejectedH\x00\x42\x06\n\x04item\"z\n\x08Rejected\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.merc.v1.ModalityError\x12\x0e\n\x06reason\x18\x04 \x01(\t\"A\n\x16GetConversationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"Y\n\x17GetConversationResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.merc.v1.EmotionEvent2\xa2\x02\n\x0eGatewayService\x12W\n\x10\x41nalyzeUtterance\x12 .merc.v1.AnalyzeUtteranceRequest\x1a!.merc.v1.AnalyzeUtteranceResponse\x12\x61\n\x12StreamConversation\x12\".merc.v1.StreamConversationRequest\x1a#.merc.v1.StreamConversationResponse(\x01\x30\x01\x12T\n\x0fGetConversation\x12\x1f.merc.v1.GetConversationRequest\x1a .merc.v1.GetConversationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,11 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMCONVERSATIONREQUEST']._serialized_start=521
   _globals['_STREAMCONVERSATIONREQUEST']._serialized_end=601
   _globals['_STREAMCONVERSATIONRESPONSE']._serialized_start=603
-  _globals['_STREAMCONVERSATIONRESPONSE']._serialized_end=669
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=671
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=736
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=738
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=827
-  _globals['_GATEWAYSERVICE']._serialized_start=830
-  _globals['_GATEWAYSERVICE']._serialized_end=1120
+  _globals['_STREAMCONVERSATIONRESPONSE']._serialized_end=718
+  _globals['_REJECTED']._serialized_start=720
+  _globals['_REJECTED']._serialized_end=842
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=844
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=909
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=911
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1000
+  _globals['_GATEWAYSERVICE']._serialized_start=1003
+  _globals['_GATEWAYSERVICE']._serialized_end=1293
 # @@protoc_insertion_point(module_scope)

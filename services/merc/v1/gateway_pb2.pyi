@@ -50,10 +50,24 @@ class StreamConversationRequest(_message.Message):
     def __init__(self, utterance: _Optional[_Union[AnalyzeUtteranceRequest, _Mapping]] = ...) -> None: ...
 
 class StreamConversationResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "rejected")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.EmotionEvent
-    def __init__(self, event: _Optional[_Union[_events_pb2.EmotionEvent, _Mapping]] = ...) -> None: ...
+    rejected: Rejected
+    def __init__(self, event: _Optional[_Union[_events_pb2.EmotionEvent, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ...) -> None: ...
+
+class Rejected(_message.Message):
+    __slots__ = ("utterance", "code", "errors", "reason")
+    UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    utterance: _common_pb2.UtteranceRef
+    code: str
+    errors: _containers.RepeatedCompositeFieldContainer[ModalityError]
+    reason: str
+    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., code: _Optional[str] = ..., errors: _Optional[_Iterable[_Union[ModalityError, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetConversationRequest(_message.Message):
     __slots__ = ("tenant", "conversation_id")

@@ -1,0 +1,70 @@
+"""The camera goes away mid-dialogue: stop the vision encoder service, then bring it back.
+
+Every utterance must still get an event within the join window plus a margin, marked degraded and
+without vision while the encoder is down; complete three-modality events resume once it is back.
+The measured delays (send -> event) are written to .run/reports/degradation.json for the record.
+"""
+
+import json
+import os
+import time
+
+import pytest
+
+from conftest import REPO
+from e2e.conftest import new_conversation, services
+from e2e.test_multimodal_pipeline import A, T, V, request
+from merc.v1 import events_pb2
+from samples import face_png, voice_wav
+
+pytestmark = pytest.mark.e2e
+
+# Generous on purpose: the deadline is the join's, the margin absorbs a loaded 2-core CI machine.
+MARGIN_S = 4.0
+
+
+def send_and_wait(gateway, reader, conv, seq, voice, face):
+    started = time.monotonic()
+    gateway.AnalyzeUtterance(request(conv, seq, text="Well, that went great.", audio=voice, faces=[face]), timeout=30)
+    while time.monotonic() - started < 30:
+        for m in reader.consumer.poll(timeout_ms=100):
+            e = events_pb2.EmotionEvent.FromString(m.value)
+            if e.utterance.conversation_id == conv and e.utterance.sequence == seq:
+                return e, time.monotonic() - started
+    pytest.fail(f"no event for utterance {seq} within 30 s")
+
+
+def test_stopping_the_vision_encoder_degrades_and_restarting_restores(running, gateway, reader):
+    conv, voice, face = new_conversation(), voice_wav(), face_png()
+    window_s = running.join_window_ms / 1000
+    phases = {"before": [], "down": [], "after": []}
+    seq = 0
+    try:
+        for phase in phases:
+            if phase == "down":
+                services("stop", "encoder-vision")
+            elif phase == "after":
+                services("start", "encoder-vision")
+            for _ in range(3):
+                phases[phase].append(send_and_wait(gateway, reader, conv, seq, voice, face))
+                seq += 1
+    finally:
+        services("start", "encoder-vision")  # whatever happened, leave the stack whole
+
+    report = {phase: [{"sequence": e.utterance.sequence, "delay_s": round(d, 3), "degraded": e.degraded,
+                       "modalities": [int(m) for m in e.modalities], "weights": [round(w, 3) for w in e.modality_weights]}
+                      for e, d in rows] for phase, rows in phases.items()}
+    out = REPO / os.environ.get("MERC_RUN_DIR", ".run") / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "degradation.json").write_text(json.dumps({"join_window_s": window_s, **report}, indent=2))
+
+    for e, delay in phases["down"]:
+        assert list(e.modalities) == [T, A] and e.degraded and V in e.missing_modalities, report
+        assert delay <= window_s + MARGIN_S, f"degraded event after {delay:.2f} s (join window {window_s} s)"
+    for e, _ in phases["before"][1:] + phases["after"][1:]:  # a first call after a (re)start may be slow
+        assert list(e.modalities) == [T, A, V] and not e.degraded, report
+    # Without the face, text and voice carry the decision: each weighs more than it did with it.
+    complete, degraded = phases["after"][-1][0], phases["down"][-1][0]
+    assert degraded.modality_weights[0] > complete.modality_weights[0]
+    assert degraded.modality_weights[1] > complete.modality_weights[1]
+    assert complete.modality_weights[2] > 0
