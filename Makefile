@@ -19,6 +19,8 @@ help:
 	@echo "make up      the full local stack + services; make down stops it"
 	@echo "make models  retrain the models from ../shared/data"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
+	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
+	@echo "make images  build and push the container images (needs Docker; REGISTRY=... TAG=...)"
 
 install: $(STAMP)
 
@@ -74,3 +76,6 @@ models: install
 
 clean:
 	rm -rf .run .tools .pytest_cache
+
+# Helm chart, compose, images: deploy-tools, deploy-check, images
+include deploy/deploy.mk

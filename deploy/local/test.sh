@@ -6,7 +6,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 cd "$REPO"
 
-make --no-print-directory proto-check buf-lint
+make --no-print-directory proto-check buf-lint deploy-tools
 
 cleanup() {
   "$here/services.sh" stop all >/dev/null 2>&1 || true

@@ -24,7 +24,7 @@ def main() -> None:
     producer = bus.producer()
     modality = plugin(cfg.encoder_modality, inference, cfg)
     encoder = Encoder(modality, producer, cfg.topic(f"embeddings.{modality.name}"), cfg.tenant)
-    server = Server(cfg.encoder_port)
+    server = Server(cfg.encoder_port, cfg.bind_host)
     server.add(encoder_pb2_grpc.add_EncoderServiceServicer_to_server, EncoderServicer(encoder), "merc.v1.EncoderService")
     server.start()
     # SERVING only once warm: a cold first call (model loads, Triton's first batch) can take

@@ -18,7 +18,7 @@ def main() -> None:
     processor = FusionProcessor(make_bus(cfg), Store(cfg.database_url), make_inference(cfg), cfg)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,), name="fusion-loop", daemon=True)
-    server = Server(cfg.fusion_port)
+    server = Server(cfg.fusion_port, cfg.bind_host)
     server.start()
     worker.start()
 

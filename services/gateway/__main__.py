@@ -14,8 +14,8 @@ from merc.v1 import encoder_pb2_grpc, gateway_pb2_grpc
 
 
 # gRPC's reconnect backoff grows to 2 minutes by default: an encoder back from a restart would sit
-# unused that long, its modality missing from every event. Retry the connection every few seconds.
-RECONNECT = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 3000)]
+# unused that long, its modality missing from every event. Retry the connection every second.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     hub = EventHub(make_bus(cfg), cfg.topic("emotions"))
     hub.start()
     servicer = GatewayServicer(encoders, Store(cfg.database_url), hub, cfg.tenant)
-    server = Server(cfg.gateway_port)
+    server = Server(cfg.gateway_port, cfg.bind_host)
     server.add(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer, "merc.v1.GatewayService")
     server.start()
     server.set_serving(True)

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     model_repository: str | None = None
     torch_threads: int = 1
 
+    # The address every gRPC service listens on: loopback for a laptop; 0.0.0.0 in a container or pod,
+    # where probes, Services and the other pods must reach it (the chart and compose set that).
+    bind_host: str = "127.0.0.1"
+
     # Encoder service: one program, one modality per deployment.
     encoder_modality: Literal["text", "audio", "vision"] = "text"
     encoder_port: int = 28061

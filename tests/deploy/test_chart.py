@@ -1,0 +1,511 @@
+"""The Helm chart: linted, rendered with each CI values file, every manifest validated against the
+Kubernetes JSON schemas in strict mode, bad values refused, and the rendered objects checked for
+what the deployment promises (probes, security, network isolation, hooks, scaling bounds)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter
+
+import pytest
+import yaml
+
+from .rendering import (
+    CHART,
+    CRD_VALIDATED,
+    CUSTOM_RESOURCE_GROUPS,
+    INVALID_VALUES,
+    KUBE_VERSIONS,
+    REPO,
+    VALUES,
+    WORKLOAD_KINDS,
+    component,
+    helm_template,
+    is_hook,
+    kubernetes_validate,
+    local_topics,
+    objects,
+    pod_labels,
+    pod_spec,
+    render,
+    run,
+    tool,
+    validate_custom_resources,
+    values_args,
+)
+
+
+# What each values file renders (kind -> count), hooks and the `helm test` objects included.
+EXPECTED_KINDS = {
+    "default": {"ConfigMap": 1, "Deployment": 5, "HorizontalPodAutoscaler": 4, "Job": 1, "NetworkPolicy": 8, "Pod": 1,
+                "PodDisruptionBudget": 6, "Service": 6, "ServiceAccount": 2, "StatefulSet": 1},
+    "gpu": {"ConfigMap": 1, "Deployment": 5, "HorizontalPodAutoscaler": 4, "Job": 1, "NetworkPolicy": 8, "Pod": 1,
+            "PodDisruptionBudget": 6, "Service": 6, "ServiceAccount": 2, "StatefulSet": 1},
+    "all-features": {"Cluster": 1, "ConfigMap": 1, "Deployment": 5, "HorizontalPodAutoscaler": 5, "Ingress": 1, "Job": 1,
+                     "Kafka": 1, "KafkaNodePool": 1, "KafkaTopic": 6, "NetworkPolicy": 8, "Pod": 1,
+                     "PodDisruptionBudget": 6, "ScaledObject": 1, "Service": 6, "ServiceAccount": 2, "ServiceMonitor": 1,
+                     "StatefulSet": 1},
+    "text-only": {"ConfigMap": 1, "Deployment": 3, "Job": 1, "NetworkPolicy": 6, "Pod": 1, "Service": 4, "ServiceAccount": 2,
+                  "StatefulSet": 1},
+    "secure-external": {"ConfigMap": 1, "Deployment": 4, "HorizontalPodAutoscaler": 4, "Job": 1, "NetworkPolicy": 7, "Pod": 1,
+                        "PodDisruptionBudget": 5, "ScaledObject": 1, "Secret": 2, "Service": 5, "ServiceAccount": 2,
+                        "StatefulSet": 1, "TriggerAuthentication": 1},
+}
+
+ENCODERS = ("text", "audio", "vision")
+
+
+def custom_resource(obj: dict) -> bool:
+    return obj["apiVersion"].split("/")[0] in CUSTOM_RESOURCE_GROUPS
+
+
+# ---- lint, render, validate -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", VALUES)
+def test_helm_lint_strict(name):
+    proc = run(tool("helm"), "lint", "--strict", str(CHART), *values_args(VALUES[name]), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", VALUES)
+def test_rendered_manifests_match_the_kubernetes_schemas(name, kube_version):
+    """Strict: an unknown or misplaced field is an error. Custom resources are skipped (no schema)."""
+    kv = kubernetes_validate()
+    errors, skipped, validated = [], [], 0
+    for obj in render(name, kube_version):
+        if custom_resource(obj):
+            assert {"apiVersion", "kind", "metadata", "spec"} <= set(obj), obj
+            skipped.append(obj["kind"])
+            continue
+        try:
+            kv.validate(obj, kube_version, strict=True)
+            validated += 1
+        except kv.ValidationError as e:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {'/'.join(map(str, e.path))}: {e.message}")
+    assert not errors, "\n".join(errors)
+    assert validated >= 10
+    expected_custom = {k for k in EXPECTED_KINDS[name] if k in
+                       ("Cluster", "Kafka", "KafkaNodePool", "KafkaTopic", "ScaledObject", "ServiceMonitor", "TriggerAuthentication")}
+    assert set(skipped) == expected_custom
+
+
+@pytest.mark.parametrize("name", [n for n in VALUES if CRD_VALIDATED & set(EXPECTED_KINDS[n])])
+def test_keda_and_prometheus_resources_match_their_crds(name):
+    objs = [o for o in render(name) if o["kind"] in CRD_VALIDATED]
+    results = validate_custom_resources(objs)
+    assert [r["kind"] for r in results] == [o["kind"] for o in objs]
+    assert [f"{r['kind']}/{r['name']}: {r['error']}" for r in results if r["error"]] == []
+
+
+def test_the_crd_validators_reject_a_bad_scaled_object():
+    so = next(o for o in render("all-features") if o["kind"] == "ScaledObject")
+    bad = yaml.safe_load(yaml.safe_dump(so))
+    bad["spec"]["maxReplicaCount"] = "six"
+    [result] = validate_custom_resources([bad])
+    assert "maxReplicaCount must be integer" in result["error"]
+
+
+def test_the_validator_is_strict():
+    """A misspelt field must fail, or the check above proves nothing."""
+    kv = kubernetes_validate()
+    deployment = next(o for o in render("default") if o["kind"] == "Deployment")
+    bad = yaml.safe_load(yaml.safe_dump(deployment))
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, KUBE_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_rendered_kinds(name):
+    assert dict(sorted(Counter(o["kind"] for o in render(name)).items())) == EXPECTED_KINDS[name]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_names_are_unique_per_kind(name):
+    keys = Counter((o["kind"], o["metadata"]["name"]) for o in render(name))
+    assert [k for k, n in keys.items() if n > 1] == []
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_notes_render(name, tmp_path):
+    """NOTES.txt is a template too: render it through a scratch copy of the chart."""
+    chart = tmp_path / "merc"
+    shutil.copytree(CHART, chart)
+    (chart / "templates/zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n"
+        '{{ include (print $.Template.BasePath "/NOTES.txt") . | indent 4 }}\n')
+    out = helm_template(VALUES[name], chart=chart, extra=("--show-only", "templates/zz-notes.yaml")).stdout
+    notes = yaml.safe_load(out)["data"]["notes"]
+    assert "merc-gateway:28050" in notes and "helm test merc" in notes
+
+
+# ---- values.schema.json and the chart's own checks ------------------------------------------------
+
+def test_invalid_values_file_is_rejected():
+    """deploy/helm/ci/invalid.yaml: helm refuses it and names every violation."""
+    for command in (("lint", str(CHART)), ("template", "merc", str(CHART))):
+        proc = run(tool("helm"), *command, "-f", str(INVALID_VALUES), check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        assert "don't meet the specifications of the schema" in out
+        for path in ("/encoders/text", "/kafka/securityProtocol", "/kafka/partitions", "/database/url",
+                     "/triton/gpu/count", "/gateway/service/type", "/config/logLevel"):
+            assert f"at '{path}'" in out, f"{path} not reported:\n{out}"
+
+
+BAD_VALUES = [
+    "unknownKey=1",
+    "encoders.audio.replicas=2",
+    "encoders.vision.enabled=maybe",
+    "kafka.bootstrap=kafka",
+    "kafka.securityProtocol=TLS",
+    "kafka.sasl.mechanism=GSSAPI",
+    "kafka.topicPrefix=bad prefix",
+    "database.url=postgresql://merc:merc@db/merc",
+    "config.moodDecay=1.5",
+    "config.joinWindowMs=-1",
+    "triton.modelRepository.source=s3",
+    "triton.enabled=false",
+    "triton.extraArgs[0]=model-repository=/x",
+    "image.pullPolicy=Sometimes",
+    "image.digest=latest",
+    "fusion.replicaCount=0",
+    "fusion.keda.lagThreshold=0",
+    "gateway.ingress.hosts[0].paths[0].pathType=Glob",
+    "encoders.text.resources.requests.cpu=lots",
+    "serviceMonitor.interval=often",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES)
+def test_schema_rejects_a_bad_value(bad):
+    proc = helm_template(sets=(bad,), check=False)
+    assert proc.returncode != 0, f"--set {bad} was accepted"
+    assert "schema" in proc.stderr, proc.stderr
+
+
+def test_schema_requires_a_sasl_protocol_and_username_with_a_mechanism():
+    proc = helm_template(sets=("kafka.sasl.mechanism=PLAIN", "kafka.sasl.password=x"), check=False)
+    assert proc.returncode != 0
+    assert "/kafka/securityProtocol" in proc.stderr and "/kafka/sasl/username" in proc.stderr
+
+
+CROSS_FIELD = [
+    (("fusion.replicaCount=4",), "exceeds kafka.partitions"),
+    (("fusion.keda.enabled=true", "fusion.keda.maxReplicaCount=4"), "exceeds kafka.partitions"),
+    (("encoders.text.enabled=false", "encoders.audio.enabled=false", "encoders.vision.enabled=false"), "enable at least one"),
+    (("triton.modelRepository.source=volume",), "triton.modelRepository.volume"),
+    (("database.existingSecret=",), "database.existingSecret"),
+    (("database.url=postgresql+psycopg://u:p@h/d",), "not both"),
+    (("kafka.securityProtocol=SASL_SSL",), "set kafka.sasl.mechanism"),
+    (("kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism=PLAIN", "kafka.sasl.username=u"), "kafka.sasl.existingSecret"),
+    (("strimzi.cluster.create=true", "strimzi.cluster.replicas=1", "strimzi.topics.create=true"), "exceeds strimzi.cluster.replicas"),
+]
+
+
+@pytest.mark.parametrize("sets,message", CROSS_FIELD, ids=[m for _, m in CROSS_FIELD])
+def test_cross_field_rules_fail_rendering(sets, message):
+    proc = helm_template(sets=sets, check=False)
+    assert proc.returncode != 0, f"{sets} rendered"
+    assert message in proc.stderr, proc.stderr
+
+
+# ---- what the rendered objects promise ------------------------------------------------------------
+
+def workloads(name):
+    return [o for o in render(name) if o["kind"] in WORKLOAD_KINDS]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_pod_is_locked_down(name):
+    for obj in workloads(name):
+        spec = pod_spec(obj)
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] > 0, where
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec["automountServiceAccountToken"] is False, where
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"], where
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), f"{where}: no writable /tmp"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_services_are_probed_on_grpc_health_and_triton_on_its_ready_endpoint(name):
+    for obj in render(name):
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        [c] = pod_spec(obj)["containers"]
+        if component(obj) == "triton":
+            assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+            assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+            assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+            continue
+        port = c["ports"][0]["containerPort"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": port}, (obj["metadata"]["name"], probe)
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_one_deployment_service_and_hpa_per_enabled_encoder(name):
+    docs = render(name)
+    values = effective_values(name)
+    for m in ENCODERS:
+        comp = f"encoder-{m}"
+        enc = values["encoders"][m]
+        deployments = [o for o in objects(docs, "Deployment") if component(o) == comp]
+        services = [o for o in objects(docs, "Service") if component(o) == comp]
+        hpas = [o for o in objects(docs, "HorizontalPodAutoscaler") if component(o) == comp]
+        if not enc["enabled"]:
+            assert deployments == services == hpas == []
+            continue
+        [d], [s] = deployments, services
+        assert s["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+        [c] = pod_spec(d)["containers"]
+        assert c["args"] == ["serve", "encoder"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["MERC_ENCODER_MODALITY"] == m and env["MERC_ENCODER_PORT"] == str(enc["port"])
+        if enc["autoscaling"]["enabled"]:
+            [h] = hpas
+            assert h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": d["metadata"]["name"]}
+            assert "replicas" not in d["spec"], "the HPA owns the replica count"
+        else:
+            assert hpas == [] and d["spec"]["replicas"] == enc["replicaCount"]
+
+
+def test_gateway_is_told_which_encoders_exist():
+    [gw] = [o for o in objects(render("text-only"), "Deployment") if component(o) == "gateway"]
+    env = {e["name"]: e.get("value") for e in pod_spec(gw)["containers"][0]["env"]}
+    assert env["MERC_TEXT_ENCODER_URL"] == "merc-encoder-text:28061"
+    assert env["MERC_AUDIO_ENCODER_URL"] == "" and env["MERC_VISION_ENCODER_URL"] == ""
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_fusion_is_a_statefulset_bounded_by_the_partitions(name):
+    docs, values = render(name), effective_values(name)
+    [sts] = objects(docs, "StatefulSet")
+    [c] = pod_spec(sts)["containers"]
+    instance = next(e for e in c["env"] if e["name"] == "MERC_FUSION_INSTANCE")
+    assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    partitions = values["kafka"]["partitions"]
+    scaled = objects(docs, "ScaledObject")
+    if values["fusion"]["keda"]["enabled"]:
+        [so] = scaled
+        assert "replicas" not in sts["spec"]
+        assert so["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]}
+        assert so["spec"]["maxReplicaCount"] <= partitions
+        [trigger] = so["spec"]["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == values["config"]["fusionGroup"]
+        assert trigger["metadata"]["allowIdleConsumers"] == "false"
+    else:
+        assert scaled == [] and sts["spec"]["replicas"] <= partitions
+
+
+def test_keda_authenticates_like_the_services():
+    docs = render("secure-external")
+    [auth] = objects(docs, "TriggerAuthentication")
+    [so] = objects(docs, "ScaledObject")
+    assert so["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert so["spec"]["triggers"][0]["metadata"]["sasl"] == "scram_sha512"
+    assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"password", "ca"}
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_migration_is_a_pre_install_pre_upgrade_hook(name):
+    docs, values = render(name), effective_values(name)
+    [job] = objects(docs, "Job")
+    ann = job["metadata"]["annotations"]
+    expected = "post-install,pre-upgrade" if values["cloudnativepg"]["enabled"] else "pre-install,pre-upgrade"
+    assert ann["helm.sh/hook"] == expected
+    [c] = pod_spec(job)["containers"]
+    assert c["args"] == ["db", "upgrade"]
+    # Whatever the Job needs exists before it: hooks of a lower weight, or Secrets the user made.
+    sa = pod_spec(job)["serviceAccountName"]
+    [hook_sa] = [o for o in objects(docs, "ServiceAccount") if o["metadata"]["name"] == sa]
+    assert hook_sa["metadata"]["annotations"]["helm.sh/hook"] == expected
+    assert int(hook_sa["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(ann["helm.sh/hook-weight"])
+    chart_secrets = {o["metadata"]["name"]: o for o in objects(docs, "Secret")}
+    for var in c["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] in chart_secrets:
+            assert is_hook(chart_secrets[ref["name"]]), f"{ref['name']} does not exist yet at {expected}"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_helm_test_sends_an_utterance_through_the_gateway(name):
+    docs = render(name)
+    [pod] = objects(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    m = re.search(r"merc analyze --remote (\S+):(\d+) ", script)
+    assert m, script
+    [gw] = [o for o in objects(docs, "Service") if component(o) == "gateway"]
+    assert (m.group(1), int(m.group(2))) == (gw["metadata"]["name"], gw["spec"]["ports"][0]["port"])
+
+
+def test_gpu_values_give_triton_a_gpu_and_the_models_from_a_volume():
+    [triton] = [o for o in objects(render("gpu"), "Deployment") if component(o) == "triton"]
+    spec = pod_spec(triton)
+    [c] = spec["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--allow-gpu-metrics=true" in c["args"]
+    assert "--model-repository=/opt/merc/model_repository" in c["args"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "model-repository")
+    assert mount["mountPath"] == "/opt/merc/model_repository"
+    volume = next(v for v in spec["volumes"] if v["name"] == "model-repository")
+    assert volume["persistentVolumeClaim"]["claimName"] == "merc-models"
+    assert spec["runtimeClassName"] == "nvidia"
+    [cpu] = [o for o in objects(render("default"), "Deployment") if component(o) == "triton"]
+    assert "nvidia.com/gpu" not in pod_spec(cpu)["containers"][0]["resources"].get("limits", {})
+
+
+def test_ingress_routes_grpc_to_the_gateway_with_tls():
+    docs = render("all-features")
+    [ing] = objects(docs, "Ingress")
+    [gw] = [o for o in objects(docs, "Service") if component(o) == "gateway"]
+    assert ing["spec"]["tls"] == [{"hosts": ["merc.example.com"], "secretName": "merc-tls"}]
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": gw["metadata"]["name"], "port": {"name": "grpc"}}
+    assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_component_has_a_pdb_unless_disabled(name):
+    docs, values = render(name), effective_values(name)
+    pdbs = {component(o): o for o in objects(docs, "PodDisruptionBudget")}
+    for obj in objects(docs, "Deployment") + objects(docs, "StatefulSet"):
+        comp = component(obj)
+        section = values["encoders"][comp.split("-")[1]] if comp.startswith("encoder-") else values[comp]
+        if section["podDisruptionBudget"]["enabled"]:
+            assert pdbs[comp]["spec"]["selector"]["matchLabels"] == obj["spec"]["selector"]["matchLabels"]
+        else:
+            assert comp not in pdbs
+
+
+def test_kafka_topics_are_the_local_stacks_topics():
+    """KafkaTopics (Strimzi) = deploy/local/kafka.sh's list: equal partitions, state compacted, dlq 1."""
+    docs, values = render("all-features"), effective_values("all-features")
+    prefix, partitions = values["kafka"]["topicPrefix"], values["kafka"]["partitions"]
+    rendered = {}
+    for t in objects(docs, "KafkaTopic"):
+        name = t["spec"]["topicName"]
+        assert name.startswith(prefix + ".")
+        cfg = "cleanup.policy=compact" if t["spec"]["config"].get("cleanup.policy") == "compact" else ""
+        parts = "P" if t["spec"]["partitions"] == partitions else str(t["spec"]["partitions"])
+        rendered[name[len(prefix) + 1:]] = (parts, cfg)
+        assert t["metadata"]["labels"]["strimzi.io/cluster"] == objects(docs, "Kafka")[0]["metadata"]["name"]
+    assert rendered == local_topics()
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_secrets_stay_out_of_configmaps(name):
+    for cm in objects(render(name), "ConfigMap"):
+        for key, value in cm["data"].items():
+            assert key not in ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD"), key
+            assert "change-me" not in value and "://" not in value, key
+
+
+def test_existing_secrets_are_referenced_not_copied():
+    docs = render("default")
+    assert objects(docs, "Secret") == []
+    [gw] = [o for o in objects(docs, "Deployment") if component(o) == "gateway"]
+    ref = next(e for e in pod_spec(gw)["containers"][0]["env"] if e["name"] == "MERC_DATABASE_URL")
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "merc-database", "key": "database-url"}
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_topology_spread_selects_its_own_pods(name):
+    for obj in render(name):
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for constraint in pod_spec(obj).get("topologySpreadConstraints", []):
+            assert constraint["labelSelector"]["matchLabels"] == obj["spec"]["selector"]["matchLabels"]
+
+
+def test_chart_app_version_is_the_project_version():
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]
+
+
+# ---- NetworkPolicies: only what must talk, talks -------------------------------------------------
+
+def selects(policy: dict, labels: dict) -> bool:
+    want = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in want.items())
+
+
+def egress_ports(policy: dict) -> set[int]:
+    return {p["port"] for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])}
+
+
+# component -> the ports it may reach (53: DNS; defaults: Kafka 9092, PostgreSQL 5432, Triton 8001)
+EGRESS = {
+    "encoder-text": {53, 9092, 8001},
+    "encoder-audio": {53, 9092, 8001},
+    "encoder-vision": {53, 9092, 8001},
+    "gateway": {53, 9092, 5432, 28061, 28062, 28063},
+    "fusion": {53, 9092, 5432, 8001},
+    "triton": set(),
+    "migration": {53, 5432},
+    "test": {53, 9092, 28050},
+}
+
+
+@pytest.mark.parametrize("name", ["default", "gpu", "all-features", "text-only"])
+def test_network_policies(name):
+    docs = render(name)
+    policies = objects(docs, "NetworkPolicy")
+    for obj in workloads(name):
+        labels = pod_labels(obj)
+        [policy] = [p for p in policies if selects(p, labels)]
+        comp = component(obj)
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        assert is_hook(policy) == is_hook(obj), f"{comp}: the policy must exist when its pod does"
+        expected = {p for p in EGRESS[comp] if not (name == "text-only" and p in (28062, 28063))}
+        assert egress_ports(policy) == expected, comp
+    ingress = {component(p): p["spec"]["ingress"] for p in policies}
+    assert ingress["fusion"] == [] and ingress["migration"] == [] and ingress["test"] == []
+    for m in ENCODERS:
+        if f"encoder-{m}" in ingress:
+            [rule] = ingress[f"encoder-{m}"]
+            assert [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]] == ["gateway"]
+    grpc_rule = ingress["triton"][0]
+    callers = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in grpc_rule["from"]}
+    encoders = {f"encoder-{m}" for m in ENCODERS if f"encoder-{m}" in ingress}
+    assert callers == encoders | {"fusion"}
+
+
+def test_network_policies_follow_the_configured_kafka_and_database():
+    docs = render("secure-external")
+    [fusion] = [p for p in objects(docs, "NetworkPolicy") if component(p) == "fusion"]
+    rules = fusion["spec"]["egress"]
+    assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in next(r["to"] for r in rules if r["ports"][0]["port"] == 9093)
+    assert {"ipBlock": {"cidr": "10.30.0.0/24"}} in next(r["to"] for r in rules if r["ports"][0]["port"] == 5432)
+    # Triton outside the release: any address on the port of triton.externalUrl.
+    assert any(r["ports"] == [{"port": 8001, "protocol": "TCP"}] and "to" not in r for r in rules)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+def effective_values(name: str) -> dict:
+    """values.yaml overlaid with the named CI values file (maps merge, everything else replaces)."""
+    def merge(base, over):
+        for k, v in over.items():
+            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return base
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if VALUES[name]:
+        merge(values, yaml.safe_load(VALUES[name].read_text()))
+    return values

