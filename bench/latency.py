@@ -98,6 +98,8 @@ def run_stack(cfg, gateway: str, mix: tuple[str, ...], n: int, gap_s: float, aud
     def read() -> None:
         while not done.is_set():
             for m in consumer.poll(timeout_ms=50):
+                if m.value is None:  # an erasure tombstone
+                    continue
                 e = events_pb2.EmotionEvent.FromString(m.value)
                 if e.utterance.conversation_id == conv and e.utterance.sequence not in got:
                     got[e.utterance.sequence] = (time.time(), e)

@@ -25,18 +25,30 @@ port_of() {
   esac
 }
 
+# Each service's Prometheus /metrics (HTTP, 127.0.0.1): the encoders share one program, so each gets its own.
+metrics_port_of() {
+  case "$1" in
+    encoder-text) echo "${MERC_TEXT_ENCODER_METRICS_PORT:-29061}" ;;
+    encoder-audio) echo "${MERC_AUDIO_ENCODER_METRICS_PORT:-29062}" ;;
+    encoder-vision) echo "${MERC_VISION_ENCODER_METRICS_PORT:-29063}" ;;
+    fusion) echo "${MERC_FUSION_METRICS_PORT:-29070}" ;;
+    gateway) echo "${MERC_GATEWAY_METRICS_PORT:-29050}" ;;
+  esac
+}
+
 pid_of() { cat "$MERC_RUN_DIR/pids/$1.pid" 2>/dev/null || true; }
 alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
 start_one() {
-  local name=$1 port
+  local name=$1 port metrics
   port=$(port_of "$name")
+  metrics=$(metrics_port_of "$name")
   if alive "$name"; then echo "$name already running (pid $(pid_of "$name"))"; return; fi
   case "$name" in
     encoder-text|encoder-audio|encoder-vision)
-      env MERC_ENCODER_MODALITY="${name#encoder-}" MERC_ENCODER_PORT="$port" nohup "$PY" -m merc.encoder >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
-    fusion) env MERC_FUSION_PORT="$port" MERC_FUSION_INSTANCE="${MERC_FUSION_INSTANCE:-local-0}" nohup "$PY" -m merc.fusion >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
-    gateway) env MERC_GATEWAY_PORT="$port" MERC_TEXT_ENCODER_URL="127.0.0.1:$(port_of encoder-text)" \
+      env MERC_ENCODER_MODALITY="${name#encoder-}" MERC_ENCODER_PORT="$port" MERC_METRICS_PORT="$metrics" nohup "$PY" -m merc.encoder >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
+    fusion) env MERC_FUSION_PORT="$port" MERC_METRICS_PORT="$metrics" MERC_FUSION_INSTANCE="${MERC_FUSION_INSTANCE:-local-0}" nohup "$PY" -m merc.fusion >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
+    gateway) env MERC_GATEWAY_PORT="$port" MERC_METRICS_PORT="$metrics" MERC_HTTP_PORT="${MERC_HTTP_PORT:-28080}" MERC_TEXT_ENCODER_URL="127.0.0.1:$(port_of encoder-text)" \
       MERC_AUDIO_ENCODER_URL="127.0.0.1:$(port_of encoder-audio)" MERC_VISION_ENCODER_URL="127.0.0.1:$(port_of encoder-vision)" nohup "$PY" -m merc.gateway >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
     *) echo "unknown service $name" >&2; exit 2 ;;
   esac

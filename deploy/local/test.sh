@@ -7,6 +7,7 @@ source "$here/env.sh"
 cd "$REPO"
 
 make --no-print-directory proto-check buf-lint deploy-tools
+"$here/browser.sh"  # headless Chromium for the timeline page test (Debian packages, once)
 
 cleanup() {
   "$here/services.sh" stop all >/dev/null 2>&1 || true

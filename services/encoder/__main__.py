@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from merc.bus import make_bus
+from merc import monitoring, security, telemetry
 from merc.config import settings
 from merc.encoder.encoding import Encoder
 from merc.encoder.plugins import plugin
@@ -18,13 +19,18 @@ log = logging.getLogger("merc.encoder")
 
 def main() -> None:
     cfg = settings()
-    setup_logging(cfg.log_level)
-    inference = make_inference(cfg)
+    setup_logging(cfg.log_level, cfg.log_format)
+    telemetry.setup_tracing(f"merc-encoder-{cfg.encoder_modality}", cfg.otlp_endpoint, cfg.trace_sample_ratio)
+    inference = monitoring.ObservedInference(make_inference(cfg))
     bus = make_bus(cfg)
     producer = bus.producer()
     modality = plugin(cfg.encoder_modality, inference, cfg)
-    encoder = Encoder(modality, producer, cfg.topic(f"embeddings.{modality.name}"), cfg.tenant)
-    server = Server(cfg.encoder_port, cfg.bind_host)
+    encoder = Encoder(modality, producer, cfg.topic(f"embeddings.{modality.name}"), cfg.tenant, cfg.pseudonym_secret)
+    options = security.server_options(cfg)
+    # Tracing and metrics outermost: calls the key check refuses are traced and counted too.
+    options["interceptors"] = [telemetry.ServerTracing(), monitoring.ServerMetrics(), *options["interceptors"]]
+    server = Server(cfg.encoder_port, cfg.bind_host, **options)
+    monitoring.serve(cfg.metrics_port, cfg.bind_host)
     server.add(encoder_pb2_grpc.add_EncoderServiceServicer_to_server, EncoderServicer(encoder), "merc.v1.EncoderService")
     server.start()
     # SERVING only once warm: a cold first call (model loads, Triton's first batch) can take

@@ -23,6 +23,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             return self.encoder.encode(request)
         except InvalidInput as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except PermissionError as e:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except InferenceUnavailable as e:
             log.warning("inference unavailable: %s", e)
             context.set_trailing_metadata((("retry-after-ms", "1000"),))

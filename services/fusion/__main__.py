@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from merc.bus import make_bus
+from merc import monitoring, security, telemetry
 from merc.config import settings
 from merc.fusion.processor import FusionProcessor
 from merc.inference import make_inference
@@ -14,11 +15,13 @@ from merc.store import Store
 
 def main() -> None:
     cfg = settings()
-    setup_logging(cfg.log_level)
-    processor = FusionProcessor(make_bus(cfg), Store(cfg.database_url), make_inference(cfg), cfg)
+    setup_logging(cfg.log_level, cfg.log_format)
+    telemetry.setup_tracing("merc-fusion", cfg.otlp_endpoint, cfg.trace_sample_ratio)
+    monitoring.serve(cfg.metrics_port, cfg.bind_host)
+    processor = FusionProcessor(make_bus(cfg), Store(cfg.database_url), monitoring.ObservedInference(make_inference(cfg)), cfg)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,), name="fusion-loop", daemon=True)
-    server = Server(cfg.fusion_port, cfg.bind_host)
+    server = Server(cfg.fusion_port, cfg.bind_host, **security.server_options(cfg))
     server.start()
     worker.start()
 

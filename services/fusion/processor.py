@@ -10,17 +10,19 @@ is deterministic the replay writes identical rows and events.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
 from google.protobuf.message import DecodeError
 
+from merc import monitoring, telemetry
 from merc.bus import Bus, Consumer, Message, TopicPartition
 from merc.bus.base import ConsumerSpec
 from merc.context import ContextCache
 from merc.events import SCHEMA, to_event
 from merc.inference import InferenceClient
-from merc.join import Join
+from merc.join import MODALITY_NAMES, Join, Release
 from merc.predict import FUSION_MODEL, EmotionPredictor
 from merc.store import Store
 from merc.v1 import events_pb2, state_pb2
@@ -61,6 +63,14 @@ def decode_embedding(m: Message) -> events_pb2.ModalityEmbedding:
         raise PoisonMessage("vector is empty")
     if e.modality == 0:
         raise PoisonMessage("modality is unspecified")
+    if e.modality not in MODALITY_NAMES:
+        raise PoisonMessage(f"modality {e.modality} is not text, audio or vision")
+    # Anything that would make the step fail on every replay must die here, or the partition stalls.
+    if not all(math.isfinite(v) and abs(v) <= 1e6 for v in e.vector):
+        raise PoisonMessage("vector has NaN, infinite or out-of-range (above 1e6) values")
+    ref = e.utterance
+    if max(ref.sequence, ref.start_ms, ref.end_ms) > 2**31 - 1:
+        raise PoisonMessage("utterance.sequence, start_ms or end_ms is beyond 2**31 - 1")
     return e
 
 
@@ -85,6 +95,8 @@ class FusionProcessor:
         self._consumer: Consumer | None = None
         self._producer = None
         self._source_partition: dict[str, int] = {}
+        # The trace context each joined record carried, per utterance, until its emission (merc.telemetry).
+        self._traces = telemetry.TraceCarrier()
 
     # --- partition ownership ---
 
@@ -93,6 +105,7 @@ class FusionProcessor:
         self.context.clear()
         self.join.clear()
         self._source_partition.clear()
+        self._traces.clear()
         restored = 0
         for p in sorted(self.owned):
             latest: dict[bytes, bytes | None] = {}
@@ -148,6 +161,7 @@ class FusionProcessor:
                     # Whatever failed, the transaction was not committed: rebuild the
                     # in-memory state from the last committed one and go on.
                     log.exception("fusion step failed; recovering from the last committed transaction")
+                    monitoring.step_failed()
                     self.close()
                     time.sleep(1.0)
                     self.open()
@@ -161,49 +175,86 @@ class FusionProcessor:
         if deadline is not None:
             poll_ms = max(0, min(poll_ms, deadline - _now_ms()))
         messages = self._consumer.poll(timeout_ms=poll_ms)
+        monitoring.consumer_lag(self._consumer.lag(), self.topics)
         now = _now_ms()
         offsets: dict[TopicPartition, int] = {}
         poison: list[tuple[Message, str]] = []
+        erased: list[tuple[str, str]] = []
         for m in messages:
             offsets[(m.topic, m.partition)] = m.offset + 1
+            if m.value is None:  # an erasure (merc.privacy): forget the conversation
+                key = ((m.header("tenant") or b"").decode(errors="replace"), (m.key or b"").decode(errors="replace"))
+                self.join.forget(key)
+                self.context.forget(*key)
+                self._traces.forget(*key)
+                self._source_partition[key[1]] = m.partition
+                erased.append(key)
+                continue
             try:
                 e = decode_embedding(m)
             except PoisonMessage as exc:
                 poison.append((m, str(exc)))
                 continue
             self._source_partition[e.utterance.conversation_id] = m.partition
-            self.join.add(e, now)
+            outcome = self.join.add(e, now)
+            monitoring.join_added(outcome)
+            if outcome in ("pending", "late"):  # kept by the join: the emission continues this record's trace
+                ref = e.utterance
+                self._traces.remember((ref.tenant, ref.conversation_id, ref.sequence), m.headers)
         releases = self.join.release(now)
-        tombstones = []
+        tombstones = list(dict.fromkeys(erased))
         if now - self._last_idle_check > 60_000:
             self._last_idle_check = now
-            tombstones = self.join.idle(now, IDLE_CONVERSATION_MS)
+            tombstones += self.join.idle(now, IDLE_CONVERSATION_MS)
         if not messages and not releases and not tombstones:
             return 0
 
-        results = self.predictor.predict(releases, now)
-        self.store.upsert(results)
-
-        p = self._producer
-        p.begin()
+        spans = self._trace(releases, now)
         try:
-            for m, reason in poison:
-                p.send(self.dlq_topic, m.key, m.value, tuple(m.headers) + (("reason", reason.encode()), ("source", m.topic.encode())))
-            for r in results:
-                event = to_event(r)
-                headers = (("schema", SCHEMA), ("tenant", r.tenant.encode()))
-                p.send(self.events_topic, r.conversation_id.encode(), event.SerializeToString(), headers)
-            for key, state in self.join.dirty_states(now).items():
-                p.send(self.state_topic, _state_key(key), state.SerializeToString(), partition=self._partition(key[1]))
-            for key in tombstones:
-                p.send(self.state_topic, _state_key(key), None, partition=self._source_partition.pop(key[1], None))
-            p.commit(offsets, self._consumer)
-        except Exception:
-            p.abort()
+            with spans.stage("inference"), monitoring.fusion_stage("inference"):
+                results = self.predictor.predict(releases, now)
+            with spans.stage("store"), monitoring.fusion_stage("store"):
+                self.store.upsert(results)
+
+            p = self._producer
+            with spans.stage("transaction"), monitoring.fusion_stage("transaction"):
+                p.begin()
+                try:
+                    for m, reason in poison:
+                        p.send(self.dlq_topic, m.key, m.value, tuple(m.headers) + (("reason", reason.encode()), ("source", m.topic.encode())))
+                    # Results come in the order of releases: the i-th event carries the i-th utterance's span.
+                    for i, r in enumerate(results):
+                        event = to_event(r)
+                        headers = spans.headers(i, (("schema", SCHEMA), ("tenant", r.tenant.encode())))
+                        p.send(self.events_topic, r.conversation_id.encode(), event.SerializeToString(), headers)
+                    for key, state in self.join.dirty_states(now).items():
+                        p.send(self.state_topic, _state_key(key), state.SerializeToString(), partition=self._partition(key[1]))
+                    for key in tombstones:
+                        p.send(self.state_topic, _state_key(key), None, partition=self._source_partition.pop(key[1], None))
+                    p.commit(offsets, self._consumer)
+                except Exception:
+                    p.abort()
+                    raise
+        except BaseException as e:
+            spans.end(e)
             raise
+        spans.end()
+        monitoring.emitted([r.confidence for r in results], len(poison))
         self.counts["events"] += len(results)
         self.counts["dlq"] += len(poison)
         self.counts["transactions"] += 1
         for m, reason in poison:
             log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
         return len(results)
+
+    def _trace(self, releases: list[Release], now: int) -> telemetry.BatchSpans:
+        """A span per released utterance (its parent rule: merc.telemetry); counts each join outcome."""
+        spans = telemetry.BatchSpans("fusion utterance")
+        for r in releases:
+            ref, entry = r.entry.ref, r.entry
+            monitoring.released(r.outcome, now - entry.first_arrival_ms)
+            attributes = {"merc.tenant": ref.tenant, "merc.conversation_id": ref.conversation_id, "merc.utterance": ref.sequence,
+                          "merc.revision": r.revision, "merc.join.outcome": r.outcome,
+                          "merc.modalities": sorted(entry.embeddings), "merc.missing": list(r.missing)}
+            spans.start(self._traces.take((ref.tenant, ref.conversation_id, ref.sequence)), entry.first_arrival_ms, now, attributes)
+        return spans

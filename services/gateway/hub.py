@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 
 from merc.bus import Bus
 from merc.bus.base import ConsumerSpec
@@ -14,6 +15,7 @@ from merc.v1 import events_pb2
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (tenant, conversation_id)
+RECENT_PER_TENANT = 50  # conversations remembered per tenant for the web page's picker (merc.gateway.web)
 
 
 class EventHub:
@@ -22,6 +24,8 @@ class EventHub:
         self._topic = topic
         self._watchers: dict[Key, set[queue.Queue]] = defaultdict(set)
         self._lock = threading.Lock()
+        # tenant -> {conversation_id: last event time (ms)}, oldest first; ids and times only.
+        self._recent: dict[str, OrderedDict[str, int]] = defaultdict(OrderedDict)
         self._stop = threading.Event()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
@@ -38,6 +42,9 @@ class EventHub:
         try:
             while not self._stop.is_set():
                 for m in consumer.poll(timeout_ms=200):
+                    if m.value is None:  # an erasure tombstone (merc.privacy): no event to forward
+                        self._forget(dict(m.headers).get("tenant", b"").decode(), (m.key or b"").decode())
+                        continue
                     try:
                         event = events_pb2.EmotionEvent.FromString(m.value)
                     except Exception:  # a foreign record on the topic: not ours to crash on
@@ -45,11 +52,30 @@ class EventHub:
                         continue
                     key = (event.utterance.tenant, event.utterance.conversation_id)
                     with self._lock:
+                        self._remember(key, event.emitted_at_ms or int(time.time() * 1000))
                         targets = list(self._watchers.get(key, ()))
                     for q in targets:
                         q.put(event)
         finally:
             consumer.close()
+
+    def _remember(self, key: Key, at_ms: int) -> None:
+        seen = self._recent[key[0]]
+        seen[key[1]] = at_ms
+        seen.move_to_end(key[1])
+        if len(seen) > RECENT_PER_TENANT:
+            seen.popitem(last=False)
+
+    def _forget(self, tenant: str, conversation_id: str) -> None:
+        with self._lock:
+            self._recent.get(tenant, {}).pop(conversation_id, None)
+
+    def recent(self, tenant: str, limit: int = 20) -> list[tuple[str, int]]:
+        """The tenant's conversations this hub saw events of since it started, newest first:
+        (conversation_id, last event time in ms)."""
+        with self._lock:
+            seen = list(self._recent.get(tenant, {}).items())
+        return seen[::-1][:limit]
 
     def watch(self, key: Key, q: queue.Queue) -> None:
         """Deliver the conversation's events into q (one queue may watch many conversations)."""

@@ -1,7 +1,12 @@
-"""GatewayService: AnalyzeUtterance, StreamConversation, GetConversation."""
+"""GatewayService: AnalyzeUtterance, StreamConversation, GetConversation, EraseConversation.
+
+Every call acts for the tenant of its API key (merc.security): requests naming another tenant are
+refused, reads and erasure are scoped to it.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -10,6 +15,8 @@ from concurrent import futures
 
 import grpc
 
+from merc import privacy, security, telemetry
+from merc.bus import Producer
 from merc.events import to_event
 from merc.gateway.hub import EventHub
 from merc.join import MODALITY_ENUMS
@@ -39,14 +46,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         tenant: str,
         timeout_s: float = 30.0,
         stream_idle_s: float = 30.0,
+        producer: Producer | None = None,
+        settings=None,
+        max_streams: int = 16,
     ) -> None:
+        """``producer`` and ``settings`` (topic names) are needed for EraseConversation only."""
         self.encoders = encoders
         self.store = store
         self.hub = hub
         self.stream_idle_s = stream_idle_s
         self.tenant = tenant
         self.timeout_s = timeout_s
-        self._pool = futures.ThreadPoolExecutor(max_workers=16)
+        self.producer = producer
+        self.settings = settings
+        self._streams = threading.BoundedSemaphore(max_streams)
+        # The fan-out threads run in the caller's context (trace, tenant): pool threads don't inherit it.
+        self._pool = telemetry.carry_context(futures.ThreadPoolExecutor(max_workers=16))
 
     def AnalyzeUtterance(self, request: gateway_pb2.AnalyzeUtteranceRequest, context: grpc.ServicerContext) -> gateway_pb2.AnalyzeUtteranceResponse:
         response, error = self._analyze(request)
@@ -62,6 +77,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """
         if self.hub is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this gateway has no event stream configured")
+        if not self._streams.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams on this gateway; retry later")
+        try:
+            yield from self._stream(requests, context)
+        finally:
+            self._streams.release()
+
+    def _stream(self, requests, context: grpc.ServicerContext):
         watched: set[tuple[str, str]] = set()
         waiting: set[tuple[str, str, int]] = set()
         lock = threading.Lock()
@@ -74,7 +97,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             try:
                 for req in requests:
                     ref = req.utterance.utterance
-                    key = (ref.tenant or self.tenant, ref.conversation_id)
+                    key = (security.tenant(self.tenant), ref.conversation_id)
                     if not req.utterance.context_text and key in previous_text:
                         req.utterance.context_text = previous_text[key]
                     if req.utterance.text.strip():
@@ -93,7 +116,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             finally:
                 requests_done.set()
 
-        threading.Thread(target=consume_requests, daemon=True).start()
+        # The caller's tenant and key live in context variables: carry them into the reader thread.
+        threading.Thread(target=contextvars.copy_context().run, args=(consume_requests,), daemon=True).start()
         last = time.monotonic()
         try:
             while context.is_active():
@@ -123,9 +147,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         given = given_modalities(request)
         if not given:
             return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, "the utterance carries no text, audio, frames or faces")
+        try:
+            tenant = security.check_tenant(request.utterance.tenant, self.tenant)
+        except PermissionError as e:
+            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.PERMISSION_DENIED, str(e))
         ref = common_pb2.UtteranceRef()
         ref.CopyFrom(request.utterance)
-        ref.tenant = ref.tenant or self.tenant
+        ref.tenant = tenant
         encode = encoder_pb2.EncodeRequest(
             utterance=ref,
             text=request.text,
@@ -136,7 +164,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             expected_modalities=[MODALITY_ENUMS[m] for m in given],
             sent_at_ms=int(time.time() * 1000),
         )
-        calls = {m: self._pool.submit(self._encode, m, encode) for m in given}
+        metadata = security.forwarded_metadata()  # the encoders check the caller's key too
+        calls = {m: self._pool.submit(self._encode, m, encode, metadata) for m in given}
         response = gateway_pb2.AnalyzeUtteranceResponse(utterance=ref)
         failures = []
         for m, call in calls.items():
@@ -153,12 +182,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             return response, (code, "; ".join(f"{common_pb2.Modality.Name(e.modality)}: {e.reason}" for e in response.errors))
         return response, None
 
-    def _encode(self, modality: str, request: encoder_pb2.EncodeRequest) -> tuple[grpc.StatusCode, str] | None:
+    def _encode(self, modality: str, request: encoder_pb2.EncodeRequest, metadata=()) -> tuple[grpc.StatusCode, str] | None:
         stub = self.encoders.get(modality)
         if stub is None:
             return grpc.StatusCode.UNAVAILABLE, f"no {modality} encoder is configured"
         try:
-            stub.Encode(request, timeout=self.timeout_s)
+            stub.Encode(request, timeout=self.timeout_s, metadata=metadata)
             return None
         except grpc.RpcError as e:
             return e.code(), e.details() or str(e.code())
@@ -166,7 +195,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def GetConversation(self, request: gateway_pb2.GetConversationRequest, context: grpc.ServicerContext) -> gateway_pb2.GetConversationResponse:
         if not request.conversation_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "conversation_id is required")
-        rows = self.store.conversation(request.tenant or self.tenant, request.conversation_id)
+        tenant = self._tenant(request.tenant, context)
+        rows = self.store.conversation(tenant, request.conversation_id)
         if not rows:
+            # The same answer whether the conversation is another tenant's or nobody's.
             context.abort(grpc.StatusCode.NOT_FOUND, f"no conversation {request.conversation_id!r}")
         return gateway_pb2.GetConversationResponse(conversation_id=request.conversation_id, events=[to_event(r) for r in rows])
+
+    def EraseConversation(self, request: gateway_pb2.EraseConversationRequest, context: grpc.ServicerContext) -> gateway_pb2.EraseConversationResponse:
+        if not request.conversation_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "conversation_id is required")
+        if self.producer is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this gateway has no bus to publish tombstones on")
+        tenant = self._tenant(request.tenant, context)
+        deleted = privacy.erase(self.store, self.producer, self.settings, tenant, request.conversation_id)
+        log.info("erased a conversation of tenant %s: %d stored results", tenant, deleted)
+        return gateway_pb2.EraseConversationResponse(utterances_deleted=deleted)
+
+    def _tenant(self, requested: str, context: grpc.ServicerContext) -> str:
+        try:
+            return security.check_tenant(requested, self.tenant)
+        except PermissionError as e:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))

@@ -47,6 +47,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not Path(args.manifest).is_file():
         print(f"merc analyze: no such file: {args.manifest} (give a JSON-lines manifest or an audio/video file)", file=sys.stderr)
         return EXIT_USAGE
+    if args.html and args.remote:
+        print("merc analyze: --html draws the events of the embedded mode; drop --remote (the gateway serves the same page live)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    events = []  # for --html
     if args.remote:
         from merc.remote import analyze_remote
 
@@ -62,12 +67,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 for err in result.errors:
                     print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
                 rows.append(result.to_json())
+                if result.event is not None:
+                    events.append(result.event)
         finally:
             pipeline.close()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+    if args.html:
+        from merc import timeline
+
+        failed_lines = sum(1 for r in rows if r.get("label") is None)
+        Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name, failed_lines=failed_lines), encoding="utf-8")
     if args.json:
         for r in rows:
             print(json.dumps(r))
@@ -84,6 +96,38 @@ def cmd_db(args: argparse.Namespace) -> int:
     store = Store(args.url or settings().database_url)
     store.migrate()
     print(f"schema up to date at {store.engine.url.render_as_string(hide_password=True)}")
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from merc.security import hash_key, new_key
+
+    key = new_key()
+    print(f"API key for tenant {args.tenant!r} (give it to the client; it is not stored anywhere):\n  {key}")
+    print(f"Add this entry to MERC_API_KEYS (comma-separated) or a line of MERC_API_KEYS_FILE:\n  {args.tenant}:{hash_key(key)}")
+    return EXIT_OK
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from merc import privacy
+    from merc.bus import make_bus
+    from merc.config import settings
+    from merc.store import Store
+
+    cfg = settings()
+    if args.days is not None:
+        cfg = cfg.model_copy(update={"retention_days": args.days})
+    if cfg.retention_days <= 0:
+        print("merc retention: no retention age set (MERC_RETENTION_DAYS or --days); nothing deleted", file=sys.stderr)
+        return EXIT_USAGE
+    store = Store(args.url or cfg.database_url)
+    producer = make_bus(cfg).producer()
+    try:
+        gone = privacy.expire(store, producer, cfg)
+    finally:
+        producer.close()
+        store.close()
+    print(f"merc retention: erased {len(gone)} conversation(s) older than {cfg.retention_days:g} days")
     return EXIT_OK
 
 
@@ -131,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="write the events as JSON lines to this file")
     a.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     a.add_argument("--table", action="store_true", help="print the table even with --out")
+    a.add_argument("--html", metavar="REPORT.html", help="embedded mode: also write the timeline page (one self-contained HTML file, "
+                   "the same view the gateway serves live)")
     a.add_argument("--remote", metavar="GATEWAY", help="send through a running gateway (host:port) and read the events from Kafka")
     a.add_argument("--db", help="embedded mode: keep the SQLite database at this path")
     a.add_argument("--threads", type=int, default=int(os.environ.get("MERC_TORCH_THREADS", "2")), help="torch threads (embedded mode)")
@@ -141,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["upgrade"])
     d.add_argument("--url", help="SQLAlchemy URL (default: MERC_DATABASE_URL)")
     d.set_defaults(func=cmd_db)
+
+    k = sub.add_parser("keys", help="API keys: `merc keys new TENANT` prints a new key and the hashed entry to configure")
+    k.add_argument("action", choices=["new"])
+    k.add_argument("tenant")
+    k.set_defaults(func=cmd_keys)
+
+    r = sub.add_parser("retention", help="erase conversations older than MERC_RETENTION_DAYS (rows + Kafka tombstones); run it on a schedule")
+    r.add_argument("--days", type=float, help="override MERC_RETENTION_DAYS")
+    r.add_argument("--url", help="SQLAlchemy URL (default: MERC_DATABASE_URL)")
+    r.set_defaults(func=cmd_retention)
 
     t = sub.add_parser("train", help="train a model: `merc train text|audio|vision|fusion [--help]` (fusion last: it reads the others)")
     t.add_argument("model", choices=["text", "audio", "vision", "fusion"])

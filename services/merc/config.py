@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # The address every gRPC service listens on: loopback for a laptop; 0.0.0.0 in a container or pod,
     # where probes, Services and the other pods must reach it (the chart and compose set that).
     bind_host: str = "127.0.0.1"
+    # Each service's Prometheus /metrics (HTTP, on bind_host); 0 = off. Services sharing a host need
+    # distinct ones (deploy/local/services.sh passes 29050 gateway, 29061-29063 encoders, 29070 fusion).
+    metrics_port: int = 29090
 
     # Encoder service: one program, one modality per deployment.
     encoder_modality: Literal["text", "audio", "vision"] = "text"
@@ -47,11 +50,21 @@ class Settings(BaseSettings):
     max_audio_seconds: float = 60.0
     max_frames: int = 32
     max_image_pixels: int = 4096 * 4096
+    # The largest gRPC message any service accepts (32 frames of HD JPEG fit; gRPC's own default, 4 MiB, does not).
+    max_message_bytes: int = 32 * 1024 * 1024
+    # gRPC worker threads per service; a gateway stream holds one while open.
+    grpc_workers: int = 32
     # Frames sampled per utterance when `merc analyze` cuts a video file.
     video_frames: int = 5
 
-    # Gateway
+    # Gateway. Streams end after stream_idle_s without an event; at most max_streams are open at
+    # once (more get RESOURCE_EXHAUSTED), so idle or slow clients cannot take every worker thread.
+    stream_idle_s: float = 30.0
+    max_streams: int = 16
     gateway_port: int = 28050
+    # The gateway's web page (conversation timeline, live) and its JSON/event-stream API over HTTP on
+    # bind_host (HTTPS with the TLS settings below); 0 = off. merc.gateway.web.
+    http_port: int = 28080
     text_encoder_url: str = "127.0.0.1:28061"
     audio_encoder_url: str = "127.0.0.1:28062"
     vision_encoder_url: str = "127.0.0.1:28063"
@@ -65,7 +78,32 @@ class Settings(BaseSettings):
     mood_decay: float = 0.7
 
     tenant: str = "default"
+
+    # Security (merc.security). API keys as "tenant:sha256hex" entries; none = authentication off.
+    api_keys: str = ""
+    api_keys_file: str | None = None
+    # The key this process presents when it calls a MERC service (`merc analyze --remote`, bench).
+    api_key: str = ""
+    # Serve gRPC over TLS (both set); require client certificates too (mutual TLS) with a client CA.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    # Calling other MERC services over TLS: the CA to trust, and this service's client certificate.
+    tls_ca_file: str | None = None
+    tls_client_cert_file: str | None = None
+    tls_client_key_file: str | None = None
+    # Privacy (merc.privacy): speaker ids are pseudonymised with a per-tenant key derived from this
+    # secret before anything is published; empty = speaker ids pass through unchanged.
+    pseudonym_secret: str = ""
+    # Conversations whose last result is older than this are deleted by `merc retention`; 0 = keep.
+    retention_days: float = 0
     log_level: str = "INFO"
+    # json: one JSON object per line with trace_id/span_id of the current span (merc.telemetry.JsonFormatter).
+    log_format: Literal["text", "json"] = "text"
+    # OTLP/gRPC trace collector, e.g. http://otel-collector:4317 (https:// for TLS); empty = no export.
+    otlp_endpoint: str = ""
+    # Share of new traces kept (a caller's sampled/unsampled decision is followed); 1.0 = all.
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

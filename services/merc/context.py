@@ -74,3 +74,6 @@ class ContextCache:
 
     def clear(self) -> None:
         self._conversations.clear()
+
+    def forget(self, tenant: str, conversation_id: str) -> None:
+        self._conversations.pop((tenant, conversation_id), None)

@@ -149,7 +149,8 @@ class EmbeddedPipeline:
         self.inference = LocalInference(self.settings.model_repository, self.settings.torch_threads)
         producer = self.bus.producer()
         self.encoders = {
-            name: Encoder(cls(self.inference, self.settings), producer, self.settings.topic(f"embeddings.{name}"), self.settings.tenant)
+            name: Encoder(cls(self.inference, self.settings), producer, self.settings.topic(f"embeddings.{name}"), self.settings.tenant,
+                          self.settings.pseudonym_secret)
             for name, cls in PLUGINS.items()
         }
         self.fusion = FusionProcessor(self.bus, self.store, self.inference, self.settings)
@@ -192,6 +193,8 @@ class EmbeddedPipeline:
         for _ in range(5):
             self.fusion.step(poll_ms=0)
             for m in self._events.poll(timeout_ms=0):
+                if m.value is None:  # an erasure tombstone
+                    continue
                 event = events_pb2.EmotionEvent.FromString(m.value)
                 if event.utterance.conversation_id == u.conversation and event.utterance.sequence == u.utterance:
                     result.event = event

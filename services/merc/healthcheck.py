@@ -9,7 +9,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 def check(target: str, service: str = "", timeout_s: float = 2.0) -> bool:
-    with grpc.insecure_channel(target) as channel:
+    """Health checks need no API key; over TLS when MERC_TLS_CA_FILE is set."""
+    from merc import security
+    from merc.config import Settings
+
+    with security.channel(target, Settings()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         except grpc.RpcError:

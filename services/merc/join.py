@@ -172,6 +172,10 @@ class Join:
         """Forget everything (before restoring the state of newly assigned partitions)."""
         self._conversations.clear()
 
+    def forget(self, key: tuple[str, str]) -> bool:
+        """Drop one conversation's state, pending utterances included (erasure); whether it was held."""
+        return self._conversations.pop(key, None) is not None
+
     def idle(self, now_ms: int, idle_ms: int) -> list[tuple[str, str]]:
         """Conversations with nothing pending and no activity for idle_ms: removed, keys returned."""
         gone = [

@@ -88,6 +88,10 @@ def parse_line(raw: str, line: int, base: Path, counters: dict[str, int], defaul
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ManifestError(line, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # an integer longer than Python reads: "Exceeds the limit (4300 digits) ..."
+        raise ManifestError(line, f"invalid JSON ({str(e).split(':')[0]})") from None
+    except RecursionError:
+        raise ManifestError(line, "invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise ManifestError(line, f"expected a JSON object, got {type(obj).__name__}")
     _check(obj, line)

@@ -8,11 +8,12 @@ The decoded media lives only in the caller's memory; nothing here writes or logs
 from __future__ import annotations
 
 import io
-from math import gcd
+from fractions import Fraction
 
 import numpy as np
 
 SAMPLE_RATE = 16_000
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
 PCM = {"pcm_s16le": ("<i2", 32768.0), "pcm_f32le": ("<f4", 1.0)}
 CONTAINERS = "WAV, FLAC or OGG"
 
@@ -45,6 +46,8 @@ def decode_audio(data: bytes, encoding: str = "", sample_rate: int = 0, channels
             raise MediaError(f"cannot decode audio ({CONTAINERS} expected): {e}") from None
     if len(wave) == 0:
         raise MediaError("audio has no samples")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise MediaError(f"audio sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     seconds = len(wave) / sample_rate
     if seconds > max_seconds:
         raise MediaError(f"audio is {seconds:.1f} s long; the limit is {max_seconds:g} s (MERC_MAX_AUDIO_SECONDS)")
@@ -57,17 +60,20 @@ def decode_audio(data: bytes, encoding: str = "", sample_rate: int = 0, channels
 def resample(wave: np.ndarray, rate: int) -> np.ndarray:
     if rate == SAMPLE_RATE:
         return wave.astype(np.float32)
-    if rate < 1000:
+    if rate < MIN_SAMPLE_RATE:
         raise MediaError(f"audio sample rate {rate} Hz is too low to carry speech")
     from scipy.signal import resample_poly
 
-    g = gcd(rate, SAMPLE_RATE)
-    return resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
+    # Exact for the usual rates (44100 Hz: 160/441); an odd rate (16001 Hz) is approximated to
+    # 0.1 %, inaudible, where its exact ratio would design a filter of millions of taps.
+    ratio = Fraction(SAMPLE_RATE, rate).limit_denominator(1000)
+    # The filter rings past full scale next to clipped samples: clip again to stay in [-1, 1].
+    return np.clip(resample_poly(wave, ratio.numerator, ratio.denominator), -1.0, 1.0).astype(np.float32)
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """JPEG/PNG bytes -> greyscale uint8 [H, W]."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if not data:
         raise MediaError("image is empty")
@@ -76,5 +82,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             if img.width * img.height > max_pixels:
                 raise MediaError(f"image is {img.width}x{img.height}; the limit is {max_pixels} pixels (MERC_MAX_IMAGE_PIXELS)")
             return np.asarray(img.convert("L"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise MediaError(f"cannot decode image (JPEG or PNG expected): {e}") from None
+    except MediaError:
+        raise
+    except Exception as e:  # Pillow raises several types for corrupt input: OSError, ValueError, SyntaxError, ...
+        raise MediaError(f"cannot decode image (JPEG or PNG expected): {e or type(e).__name__}") from None

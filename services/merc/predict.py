@@ -149,7 +149,8 @@ class EmotionPredictor:
                     speaker_moods=moods,
                     conversation_mood=conversation_mood,
                     model_version=self.version,
-                    latency_ms=max(0, now_ms - sent_at) if sent_at else 0,
+                    # A caller's clock is not ours to trust: out of range means unknown (0).
+                    latency_ms=now_ms - sent_at if sent_at and 0 <= now_ms - sent_at < 2**31 else 0,
                     emitted_at=emitted_at,
                 )
             )

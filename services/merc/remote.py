@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from merc import manifest, segment
+from merc import manifest, security, segment
 from merc.bus import make_bus
 from merc.bus.base import ConsumerSpec
 from merc.config import Settings, settings
@@ -41,7 +41,8 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
     # Subscribe before sending so no event can slip past.
     events = bus.consumer(ConsumerSpec([cfg.topic("emotions")], group_id=None, from_beginning=False))
     events.poll(timeout_ms=0)
-    stub = gateway_pb2_grpc.GatewayServiceStub(grpc.insecure_channel(gateway))
+    stub = gateway_pb2_grpc.GatewayServiceStub(security.channel(gateway, cfg))
+    auth = (("x-api-key", cfg.api_key),) if cfg.api_key else ()
     results: dict[tuple[str, int], LineResult] = {}
     order: list[LineResult] = []
     previous_text: dict[str, str] = {}
@@ -56,7 +57,7 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
             request, r.errors = _request(item, cfg, previous_text.get(item.conversation, ""))
             for err in r.errors:
                 print(f"merc analyze: {path}: {err}", file=sys.stderr)
-            stub.AnalyzeUtterance(request, timeout=30)
+            stub.AnalyzeUtterance(request, timeout=30, metadata=auth)
             if item.text and item.text.strip():
                 previous_text[item.conversation] = item.text
             results[(item.conversation, item.utterance)] = r
@@ -69,6 +70,8 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
     waiting = set(results)
     while waiting and time.monotonic() < min(deadline, last + quiet_s):
         for m in events.poll(timeout_ms=200):
+            if m.value is None:  # an erasure tombstone
+                continue
             e = events_pb2.EmotionEvent.FromString(m.value)
             key = (e.utterance.conversation_id, e.utterance.sequence)
             if key in results:
@@ -77,16 +80,18 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
                 last = time.monotonic()
     events.close()
     if waiting:
-        _from_store(stub, cfg.tenant, results, waiting)
+        _from_store(stub, cfg.tenant, results, waiting, auth)
     return [r.to_json() for r in order]
 
 
-def _from_store(stub, tenant: str, results: dict, waiting: set) -> None:
+def _from_store(stub, tenant: str, results: dict, waiting: set, auth=()) -> None:
     """Utterances already analysed earlier produce no new event (the join drops duplicates):
     take their stored result instead, and say so."""
     for conversation in sorted({c for c, _ in waiting}):
         try:
-            stored = stub.GetConversation(gateway_pb2.GetConversationRequest(tenant=tenant, conversation_id=conversation), timeout=10)
+            # With an API key the key decides the tenant; without one, MERC_TENANT.
+            request = gateway_pb2.GetConversationRequest(tenant="" if auth else tenant, conversation_id=conversation)
+            stored = stub.GetConversation(request, timeout=10, metadata=auth)
         except grpc.RpcError:
             continue
         for e in stored.events:

@@ -14,6 +14,8 @@ import numpy as np
 
 from merc.media import SAMPLE_RATE, MediaError
 
+MAX_MS = 2**53  # longer than any recording, and still exact as a float
+
 
 def _open(path: Path):
     import av
@@ -92,15 +94,21 @@ def frames_span(path: Path, start_ms: int | None, end_ms: int | None, count: int
         if not container.streams.video:
             return []
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # a stream FFmpeg found but has no decoder for
+            raise MediaError(f"{path.name}: cannot decode the video stream (unknown or corrupt codec)")
         if stream.width * stream.height > max_pixels:
             raise MediaError(f"{path.name}: frames are {stream.width}x{stream.height}; the limit is {max_pixels} pixels (MERC_MAX_IMAGE_PIXELS)")
+        for ms in (start_ms, end_ms):
+            if ms is not None and ms > MAX_MS:
+                raise MediaError(f"{path.name}: {ms} ms is past the end of any recording")
         start = (start_ms or 0) / 1000
         end = (end_ms if end_ms is not None else duration_ms(path)) / 1000
         targets = [start + (i + 0.5) * (end - start) / count for i in range(count)]
         out: list[np.ndarray] = []
         try:
-            if start > 0 and stream.time_base is not None:
-                container.seek(int(start / stream.time_base), stream=stream)  # to the keyframe at or before start
+            offset = int(start / stream.time_base) if start > 0 and stream.time_base else 0
+            if 0 < offset < 2**63:  # (past that, beyond what FFmpeg seeks to: decode from the start)
+                container.seek(offset, stream=stream)  # to the keyframe at or before start
             for frame in container.decode(stream):
                 t = frame.time
                 if t is None or t < targets[0]:

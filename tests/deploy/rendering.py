@@ -45,7 +45,7 @@ CUSTOM_RESOURCE_GROUPS = ("keda.sh", "monitoring.coreos.com", "kafka.strimzi.io"
 CRD_VALIDATED = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
 CRD_MODELS = REPO / ".tools/crd-models"
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "Pod")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "Pod")
 
 
 def missing(message: str):
@@ -121,16 +121,38 @@ def component(obj: dict) -> str:
     return obj["metadata"]["labels"]["app.kubernetes.io/component"]
 
 
+def pod_template(obj: dict) -> dict:
+    """The pod of a workload: a Pod itself, a CronJob's job template's pod, or spec.template."""
+    if obj["kind"] == "Pod":
+        return obj
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
+    return obj["spec"]["template"]
+
+
 def pod_spec(obj: dict) -> dict:
-    return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+    return pod_template(obj)["spec"]
 
 
 def pod_labels(obj: dict) -> dict:
-    return obj["metadata"]["labels"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]["labels"]
+    return pod_template(obj)["metadata"]["labels"]
 
 
 def is_hook(obj: dict) -> bool:
     return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def effective_values(name: str) -> dict:
+    """values.yaml overlaid with the named values file (maps merge, everything else replaces)."""
+    def merge(base, over):
+        for k, v in over.items():
+            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return base
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if VALUES[name]:
+        merge(values, yaml.safe_load(VALUES[name].read_text()))
+    return values
 
 
 # ---- environments ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections import Counter
+from pathlib import PurePosixPath
 
 import pytest
 import yaml
@@ -21,6 +22,8 @@ from .rendering import (
     VALUES,
     WORKLOAD_KINDS,
     component,
+    container_env,
+    effective_values,
     helm_template,
     is_hook,
     kubernetes_validate,
@@ -42,15 +45,15 @@ EXPECTED_KINDS = {
                 "PodDisruptionBudget": 6, "Service": 6, "ServiceAccount": 2, "StatefulSet": 1},
     "gpu": {"ConfigMap": 1, "Deployment": 5, "HorizontalPodAutoscaler": 4, "Job": 1, "NetworkPolicy": 8, "Pod": 1,
             "PodDisruptionBudget": 6, "Service": 6, "ServiceAccount": 2, "StatefulSet": 1},
-    "all-features": {"Cluster": 1, "ConfigMap": 1, "Deployment": 5, "HorizontalPodAutoscaler": 5, "Ingress": 1, "Job": 1,
-                     "Kafka": 1, "KafkaNodePool": 1, "KafkaTopic": 6, "NetworkPolicy": 8, "Pod": 1,
+    "all-features": {"Cluster": 1, "ConfigMap": 1, "CronJob": 1, "Deployment": 5, "HorizontalPodAutoscaler": 5, "Ingress": 1,
+                     "Job": 1, "Kafka": 1, "KafkaNodePool": 1, "KafkaTopic": 6, "NetworkPolicy": 9, "Pod": 1,
                      "PodDisruptionBudget": 6, "ScaledObject": 1, "Service": 6, "ServiceAccount": 2, "ServiceMonitor": 1,
                      "StatefulSet": 1},
     "text-only": {"ConfigMap": 1, "Deployment": 3, "Job": 1, "NetworkPolicy": 6, "Pod": 1, "Service": 4, "ServiceAccount": 2,
                   "StatefulSet": 1},
-    "secure-external": {"ConfigMap": 1, "Deployment": 4, "HorizontalPodAutoscaler": 4, "Job": 1, "NetworkPolicy": 7, "Pod": 1,
-                        "PodDisruptionBudget": 5, "ScaledObject": 1, "Secret": 2, "Service": 5, "ServiceAccount": 2,
-                        "StatefulSet": 1, "TriggerAuthentication": 1},
+    "secure-external": {"ConfigMap": 1, "CronJob": 1, "Deployment": 4, "HorizontalPodAutoscaler": 4, "Job": 1,
+                        "NetworkPolicy": 8, "Pod": 1, "PodDisruptionBudget": 5, "ScaledObject": 1, "Secret": 2, "Service": 5,
+                        "ServiceAccount": 2, "StatefulSet": 1, "TriggerAuthentication": 1},
 }
 
 ENCODERS = ("text", "audio", "vision")
@@ -140,6 +143,13 @@ def test_notes_render(name, tmp_path):
     out = helm_template(VALUES[name], chart=chart, extra=("--show-only", "templates/zz-notes.yaml")).stdout
     notes = yaml.safe_load(out)["data"]["notes"]
     assert "merc-gateway:28050" in notes and "helm test merc" in notes
+    # How to make an API key, whether keys are on or off; nothing claims a value is unused.
+    assert "merc keys new TENANT" in notes and "not used yet" not in notes
+    values = effective_values(name)
+    if values["tls"]["enabled"]:
+        assert "IP address 127.0.0.1" in notes and "merc-encoder-text" in notes
+    if values["retention"]["enabled"]:
+        assert f"older than {values['retention']['days']} days" in notes
 
 
 # ---- values.schema.json and the chart's own checks ------------------------------------------------
@@ -152,7 +162,8 @@ def test_invalid_values_file_is_rejected():
         assert proc.returncode != 0, out
         assert "don't meet the specifications of the schema" in out
         for path in ("/encoders/text", "/kafka/securityProtocol", "/kafka/partitions", "/database/url",
-                     "/triton/gpu/count", "/gateway/service/type", "/config/logLevel"):
+                     "/triton/gpu/count", "/gateway/service/type", "/config/logLevel", "/tls/existingSecret",
+                     "/retention/days", "/retention/schedule"):
             assert f"at '{path}'" in out, f"{path} not reported:\n{out}"
 
 
@@ -177,6 +188,17 @@ BAD_VALUES = [
     "gateway.ingress.hosts[0].paths[0].pathType=Glob",
     "encoders.text.resources.requests.cpu=lots",
     "serviceMonitor.interval=often",
+    "apiKeys.key=",
+    "apiKeys.testKey.extra=1",
+    "tls.enabled=yes",
+    "tls.mutual=1",
+    "tls.caKey=",
+    "privacy.pseudonymSecret.value=too-short",
+    "retention.days=-1",
+    "retention.schedule=@sometimes",
+    "retention.timeZone=Central European Time",
+    "retention.backoffLimit=-1",
+    "networkPolicy.metrics.from=monitoring",
 ]
 
 
@@ -193,6 +215,16 @@ def test_schema_requires_a_sasl_protocol_and_username_with_a_mechanism():
     assert "/kafka/securityProtocol" in proc.stderr and "/kafka/sasl/username" in proc.stderr
 
 
+@pytest.mark.parametrize("sets,path", [
+    (("tls.enabled=true",), "/tls/existingSecret"),
+    (("retention.enabled=true",), "/retention/days"),
+], ids=["tls-secret", "retention-days"])
+def test_schema_requires_what_an_enabled_feature_needs(sets, path):
+    proc = helm_template(sets=sets, check=False)
+    assert proc.returncode != 0 and f"at '{path}'" in proc.stderr, proc.stderr
+    helm_template(sets=(*sets, "tls.existingSecret=merc-grpc-tls", "retention.days=1"))
+
+
 CROSS_FIELD = [
     (("fusion.replicaCount=4",), "exceeds kafka.partitions"),
     (("fusion.keda.enabled=true", "fusion.keda.maxReplicaCount=4"), "exceeds kafka.partitions"),
@@ -203,6 +235,9 @@ CROSS_FIELD = [
     (("kafka.securityProtocol=SASL_SSL",), "set kafka.sasl.mechanism"),
     (("kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism=PLAIN", "kafka.sasl.username=u"), "kafka.sasl.existingSecret"),
     (("strimzi.cluster.create=true", "strimzi.cluster.replicas=1", "strimzi.topics.create=true"), "exceeds strimzi.cluster.replicas"),
+    (("apiKeys.existingSecret=merc-api-keys",), "helm test needs a key too"),
+    (("privacy.pseudonymSecret.existingSecret=s", "privacy.pseudonymSecret.value=0123456789abcdef"),
+     "set either existingSecret or value, not both"),
 ]
 
 
@@ -239,6 +274,9 @@ def test_every_pod_is_locked_down(name):
 
 @pytest.mark.parametrize("name", VALUES)
 def test_services_are_probed_on_grpc_health_and_triton_on_its_ready_endpoint(name):
+    """Native gRPC probes; with TLS (which they do not speak) merc.healthcheck over TLS, exec'd in the pod."""
+    tls = effective_values(name)["tls"]["enabled"]
+    assert (REPO / "services/merc/healthcheck.py").is_file()
     for obj in render(name):
         if obj["kind"] not in ("Deployment", "StatefulSet"):
             continue
@@ -250,7 +288,12 @@ def test_services_are_probed_on_grpc_health_and_triton_on_its_ready_endpoint(nam
             continue
         port = c["ports"][0]["containerPort"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"] == {"port": port}, (obj["metadata"]["name"], probe)
+            if tls:
+                assert "grpc" not in c[probe], (obj["metadata"]["name"], probe)
+                assert c[probe]["exec"]["command"] == ["python", "-m", "merc.healthcheck", f"127.0.0.1:{port}"]
+                assert c[probe]["timeoutSeconds"] >= 5, "an exec probe starts a Python interpreter"
+            else:
+                assert c[probe]["grpc"] == {"port": port}, (obj["metadata"]["name"], probe)
 
 
 @pytest.mark.parametrize("name", VALUES)
@@ -374,7 +417,12 @@ def test_ingress_routes_grpc_to_the_gateway_with_tls():
     assert ing["spec"]["tls"] == [{"hosts": ["merc.example.com"], "secretName": "merc-tls"}]
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": gw["metadata"]["name"], "port": {"name": "grpc"}}
-    assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    # gRPC to the gateway, over TLS when the gateway serves TLS.
+    tls = effective_values("all-features")["tls"]
+    annotations = ing["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == ("GRPCS" if tls["enabled"] else "GRPC")
+    if tls["mutual"]:
+        assert annotations["nginx.ingress.kubernetes.io/proxy-ssl-secret"]
 
 
 @pytest.mark.parametrize("name", VALUES)
@@ -409,7 +457,8 @@ def test_kafka_topics_are_the_local_stacks_topics():
 def test_secrets_stay_out_of_configmaps(name):
     for cm in objects(render(name), "ConfigMap"):
         for key, value in cm["data"].items():
-            assert key not in ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD"), key
+            assert key not in ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD", "MERC_PSEUDONYM_SECRET", "MERC_API_KEY",
+                               "MERC_API_KEYS"), key
             assert "change-me" not in value and "://" not in value, key
 
 
@@ -438,6 +487,144 @@ def test_chart_app_version_is_the_project_version():
     assert chart["appVersion"] == project["version"]
 
 
+# ---- security and privacy ---------------------------------------------------------------------------
+
+SERVICES = ("encoder", "fusion", "gateway")  # what serves gRPC: checks API keys, serves TLS
+FILE_SETTINGS = ("MERC_API_KEYS_FILE", "MERC_TLS_CERT_FILE", "MERC_TLS_KEY_FILE", "MERC_TLS_CA_FILE", "MERC_TLS_CLIENT_CA_FILE",
+                 "MERC_TLS_CLIENT_CERT_FILE", "MERC_TLS_CLIENT_KEY_FILE", "MERC_KAFKA_SSL_CAFILE")
+
+
+def kind_of(comp: str) -> str:
+    return "encoder" if comp.startswith("encoder-") else comp
+
+
+def merc_pods(name):
+    """(component, pod spec, container, environment) of every workload running the MERC image."""
+    docs = render(name)
+    for obj in workloads(name):
+        if component(obj) != "triton":
+            spec = pod_spec(obj)
+            [c] = spec["containers"]
+            yield component(obj), spec, c, container_env(docs, c)
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_file_setting_names_a_file_mounted_read_only_from_a_secret(name):
+    """A path in MERC_*_FILE that no volume provides would only fail when the pod starts."""
+    values = effective_values(name)
+    for comp, spec, c, env in merc_pods(name):
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for var in FILE_SETTINGS:
+            if var not in env:
+                continue
+            path = PurePosixPath(env[var])
+            [mount] = [m for m in c["volumeMounts"] if PurePosixPath(m["mountPath"]) == path.parent]
+            assert mount.get("readOnly") is True, (comp, var)
+            secret = volumes[mount["name"]]["secret"]
+            if "items" in secret:
+                assert path.name in {i["path"] for i in secret["items"]}, (comp, var)
+            else:  # the whole kubernetes.io/tls Secret
+                assert secret["secretName"] == values["tls"]["existingSecret"], (comp, var)
+                assert path.name in {"tls.crt", "tls.key", values["tls"]["caKey"]}, (comp, var)
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_api_keys_are_checked_by_every_service_and_presented_by_helm_test(name):
+    keys = effective_values(name)["apiKeys"]
+    for comp, spec, c, env in merc_pods(name):
+        checks = bool(keys["existingSecret"]) and kind_of(comp) in SERVICES
+        assert ("MERC_API_KEYS_FILE" in env) == checks, comp
+        if checks:
+            assert env["MERC_API_KEYS_FILE"] == f"/etc/merc/api-keys/{keys['key']}"
+            [volume] = [v for v in spec["volumes"] if v["name"] == "api-keys"]
+            assert volume["secret"]["secretName"] == keys["existingSecret"]
+        if comp == "test" and keys["existingSecret"]:
+            ref = next(e for e in c["env"] if e["name"] == "MERC_API_KEY")["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": keys["testKey"]["existingSecret"], "key": keys["testKey"]["key"]}
+            # The test's requests name MERC_TENANT: it must be the key's tenant.
+            assert env["MERC_TENANT"] == (keys["testKey"]["tenant"] or effective_values(name)["config"]["tenant"])
+        else:
+            assert "MERC_API_KEY" not in env, comp
+
+
+def test_api_keys_without_helm_test_need_no_test_key():
+    docs = [d for d in yaml.safe_load_all(helm_template(sets=("apiKeys.existingSecret=merc-api-keys", "tests.enabled=false")).stdout) if d]
+    assert objects(docs, "Pod") == []
+    [gw] = [o for o in objects(docs, "Deployment") if component(o) == "gateway"]
+    assert container_env(docs, pod_spec(gw)["containers"][0])["MERC_API_KEYS_FILE"] == "/etc/merc/api-keys/api-keys"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_grpc_tls_reaches_every_service_and_helm_test(name):
+    """Services serve with the certificate and trust the CA (the gateway calls the encoders, the probes
+    call the service itself); helm test trusts the CA; with mutual TLS everyone presents the
+    certificate as a client and the services require one."""
+    tls = effective_values(name)["tls"]
+    serving = {"MERC_TLS_CERT_FILE", "MERC_TLS_KEY_FILE", "MERC_TLS_CA_FILE"}
+    client = {"MERC_TLS_CLIENT_CERT_FILE", "MERC_TLS_CLIENT_KEY_FILE"} if tls["mutual"] else set()
+    for comp, spec, c, env in merc_pods(name):
+        if not tls["enabled"] or kind_of(comp) in ("migration", "retention"):  # no gRPC there
+            expected = set()
+        elif comp == "test":
+            expected = {"MERC_TLS_CA_FILE"} | client
+        else:
+            expected = serving | client | ({"MERC_TLS_CLIENT_CA_FILE"} if tls["mutual"] else set())
+        assert {k for k in env if k.startswith("MERC_TLS_")} == expected, comp
+        if expected:
+            assert env["MERC_TLS_CA_FILE"] == f"/etc/merc/tls/{tls['caKey']}"
+            if tls["mutual"] and comp != "test":
+                assert env["MERC_TLS_CLIENT_CA_FILE"] == env["MERC_TLS_CA_FILE"]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_only_the_encoders_get_the_pseudonym_secret_and_from_a_secret(name):
+    docs, values = render(name), effective_values(name)
+    secret = values["privacy"]["pseudonymSecret"]
+    chart_secrets = {o["metadata"]["name"]: o for o in objects(docs, "Secret") if not is_hook(o)}
+    for comp, spec, c, env in merc_pods(name):
+        var = next((e for e in c.get("env") or [] if e["name"] == "MERC_PSEUDONYM_SECRET"), None)
+        if kind_of(comp) != "encoder" or not (secret["existingSecret"] or secret["value"]):
+            assert var is None, comp
+            continue
+        ref = var["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == secret["key"]
+        if secret["existingSecret"]:
+            assert ref["name"] == secret["existingSecret"] and ref["name"] not in chart_secrets
+        else:  # inline: kept in the chart's own (non-hook) Secret
+            assert chart_secrets[ref["name"]]["stringData"][ref["key"]] == secret["value"]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_retention_is_a_scheduled_merc_retention(name):
+    docs, values = render(name), effective_values(name)
+    retention = values["retention"]
+    crons = objects(docs, "CronJob")
+    if not retention["enabled"]:
+        assert crons == []
+        return
+    [cron] = crons
+    assert cron["spec"]["schedule"] == retention["schedule"]
+    assert cron["spec"].get("timeZone", "") == retention["timeZone"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert not is_hook(cron)
+    spec = pod_spec(cron)
+    [c] = spec["containers"]
+    assert c["args"] == ["retention"]
+    env = container_env(docs, c)
+    assert float(env["MERC_RETENTION_DAYS"]) == retention["days"] > 0
+    assert {"MERC_DATABASE_URL", "MERC_KAFKA_BOOTSTRAP", "MERC_TOPIC_PREFIX"} <= set(env)
+    # It runs long after the install: nothing it uses may be a hook (hooks are deleted on success).
+    sa = spec["serviceAccountName"]
+    if values["serviceAccount"]["create"]:
+        [account] = [o for o in objects(docs, "ServiceAccount") if o["metadata"]["name"] == sa]
+        assert not is_hook(account)
+    chart_secrets = {o["metadata"]["name"]: o for o in objects(docs, "Secret")}
+    for var in c["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] in chart_secrets:
+            assert not is_hook(chart_secrets[ref["name"]]), ref["name"]
+
+
 # ---- NetworkPolicies: only what must talk, talks -------------------------------------------------
 
 def selects(policy: dict, labels: dict) -> bool:
@@ -459,31 +646,76 @@ EGRESS = {
     "triton": set(),
     "migration": {53, 5432},
     "test": {53, 9092, 28050},
+    "retention": {53, 9092, 5432},
 }
 
 
-@pytest.mark.parametrize("name", ["default", "gpu", "all-features", "text-only"])
+def peer(comp: str) -> dict:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "merc", "app.kubernetes.io/instance": "merc",
+                                            "app.kubernetes.io/component": comp}}}
+
+
+def allow(port: int, peers: list | None) -> dict:
+    """One ingress rule: this port, from these peers (None or []: from anyone)."""
+    rule = {"ports": [{"port": port, "protocol": "TCP"}]}
+    if peers:
+        rule["from"] = peers
+    return rule
+
+
+def expected_ingress(values: dict) -> dict[str, list[dict]]:
+    """component -> its exact ingress rules: the gRPC port only from its callers, the metrics port only
+    from networkPolicy.metrics.from, nothing else from anyone."""
+    np = values["networkPolicy"]
+    metrics_from = np["metrics"]["from"]
+    encoders = [m for m in ENCODERS if values["encoders"][m]["enabled"]]
+    gateway_from = np["gateway"]["from"] and [*np["gateway"]["from"], peer("test")]
+    rules = {
+        "gateway": [allow(values["gateway"]["port"], gateway_from), allow(values["gateway"]["metricsPort"], metrics_from)],
+        "fusion": [allow(values["fusion"]["metricsPort"], metrics_from)],
+        "migration": [],
+        "test": [],
+    }
+    for m in encoders:
+        enc = values["encoders"][m]
+        rules[f"encoder-{m}"] = [allow(enc["port"], [peer("gateway")]), allow(enc["metricsPort"], metrics_from)]
+    if values["triton"]["enabled"]:
+        callers = [peer(f"encoder-{m}") for m in encoders] + [peer("fusion")]
+        rules["triton"] = [allow(values["triton"]["ports"]["grpc"], callers),
+                           allow(values["triton"]["ports"]["metrics"], metrics_from)]
+    if values["retention"]["enabled"]:
+        rules["retention"] = []
+    return rules
+
+
+@pytest.mark.parametrize("name", VALUES)
 def test_network_policies(name):
-    docs = render(name)
+    docs, values = render(name), effective_values(name)
     policies = objects(docs, "NetworkPolicy")
+    kafka_ports = set(values["networkPolicy"]["kafka"]["ports"])
+    disabled = {values["encoders"][m]["port"] for m in ENCODERS if not values["encoders"][m]["enabled"]}
     for obj in workloads(name):
         labels = pod_labels(obj)
         [policy] = [p for p in policies if selects(p, labels)]
         comp = component(obj)
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
         assert is_hook(policy) == is_hook(obj), f"{comp}: the policy must exist when its pod does"
-        expected = {p for p in EGRESS[comp] if not (name == "text-only" and p in (28062, 28063))}
+        expected = {p for p in EGRESS[comp] if p != 9092 and p not in disabled}
+        if 9092 in EGRESS[comp]:
+            expected |= kafka_ports
         assert egress_ports(policy) == expected, comp
     ingress = {component(p): p["spec"]["ingress"] for p in policies}
-    assert ingress["fusion"] == [] and ingress["migration"] == [] and ingress["test"] == []
-    for m in ENCODERS:
-        if f"encoder-{m}" in ingress:
-            [rule] = ingress[f"encoder-{m}"]
-            assert [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]] == ["gateway"]
-    grpc_rule = ingress["triton"][0]
-    callers = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in grpc_rule["from"]}
-    encoders = {f"encoder-{m}" for m in ENCODERS if f"encoder-{m}" in ingress}
-    assert callers == encoders | {"fusion"}
+    assert ingress == expected_ingress(values)
+
+
+def test_metrics_ports_are_open_to_anyone_only_when_asked():
+    """networkPolicy.metrics.from: [] = any source, on the metrics ports only."""
+    docs = tuple(yaml.safe_load_all(helm_template(extra=("--set-json", "networkPolicy.metrics.from=[]")).stdout))
+    values = effective_values("default")
+    values["networkPolicy"]["metrics"]["from"] = []
+    ingress = {component(p): p["spec"]["ingress"] for p in objects([d for d in docs if d], "NetworkPolicy")}
+    assert ingress == expected_ingress(values)
+    assert ingress["fusion"] == [{"ports": [{"port": 29090, "protocol": "TCP"}]}]
 
 
 def test_network_policies_follow_the_configured_kafka_and_database():
@@ -494,18 +726,3 @@ def test_network_policies_follow_the_configured_kafka_and_database():
     assert {"ipBlock": {"cidr": "10.30.0.0/24"}} in next(r["to"] for r in rules if r["ports"][0]["port"] == 5432)
     # Triton outside the release: any address on the port of triton.externalUrl.
     assert any(r["ports"] == [{"port": 8001, "protocol": "TCP"}] and "to" not in r for r in rules)
-
-
-# ---- helpers ---------------------------------------------------------------------------------------
-
-def effective_values(name: str) -> dict:
-    """values.yaml overlaid with the named CI values file (maps merge, everything else replaces)."""
-    def merge(base, over):
-        for k, v in over.items():
-            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-        return base
-
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    if VALUES[name]:
-        merge(values, yaml.safe_load(VALUES[name].read_text()))
-    return values

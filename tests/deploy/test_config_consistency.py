@@ -33,9 +33,14 @@ REQUIRED = {
                 "MERC_TEXT_ENCODER_URL", "MERC_AUDIO_ENCODER_URL", "MERC_VISION_ENCODER_URL"},
     "migration": {"MERC_DATABASE_URL"},
     "test": {"MERC_KAFKA_BOOTSTRAP"},
+    # `merc retention`: deletes rows, publishes tombstones (a CronJob, only with retention.enabled).
+    "retention": {"MERC_DATABASE_URL", "MERC_KAFKA_BOOTSTRAP", "MERC_TOPIC_PREFIX", "MERC_RETENTION_DAYS"},
 }
+OPTIONAL = {"retention"}
 REQUIRED_BY_PYDANTIC = {f"MERC_{n.upper()}" for n, f in Settings.model_fields.items() if f.is_required()}
-KAFKA_USERS = ("encoder", "fusion", "gateway", "test")
+KAFKA_USERS = ("encoder", "fusion", "gateway", "test", "retention")
+# Values that are credentials: from a Secret, never literal in a pod spec.
+SECRET_VALUES = ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD", "MERC_PSEUDONYM_SECRET", "MERC_API_KEY", "MERC_API_KEYS")
 
 # Settings whose value is where this deployment's things are, not a tunable with a default to keep.
 DEPLOYMENT_SPECIFIC = {"kafka_bootstrap", "database_url", "triton_url", "text_encoder_url", "audio_encoder_url",
@@ -104,14 +109,14 @@ def test_every_service_gets_what_it_needs_from_the_chart(values):
     docs = render(values)
     sasl = any(d["kind"] == "ConfigMap" and "MERC_KAFKA_SASL_MECHANISM" in d["data"] for d in docs)
     envs = chart_envs(docs)
-    assert {kind(c) for c in envs} == set(REQUIRED)
+    assert set(REQUIRED) - OPTIONAL <= {kind(c) for c in envs} <= set(REQUIRED)
     for comp, env in envs.items():
         need = REQUIRED[kind(comp)] | REQUIRED_BY_PYDANTIC
         if sasl and kind(comp) in KAFKA_USERS:
             need |= {"MERC_KAFKA_SASL_MECHANISM", "MERC_KAFKA_SASL_USERNAME", "MERC_KAFKA_SASL_PASSWORD"}
         assert not need - set(env), f"{comp} lacks {sorted(need - set(env))}"
-        # Passwords come from Secrets; a literal URL (CloudNativePG's) carries none.
-        for name in ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD"):
+        # Passwords, keys and secrets come from Secrets; a literal URL (CloudNativePG's) carries none.
+        for name in SECRET_VALUES:
             if env.get(name, SECRET) != SECRET:
                 assert name == "MERC_DATABASE_URL" and urlsplit(env[name]).password is None, f"{comp}: {name} in clear"
 
@@ -121,6 +126,25 @@ def test_encoders_get_no_database_credentials(values):
     for comp, env in chart_envs(render(values)).items():
         if kind(comp) == "encoder":
             assert "MERC_DATABASE_URL" not in env and "PGPASSWORD" not in env, comp
+
+
+# Settings only some kinds of workload may get: the pseudonym secret is for the encoders (they
+# pseudonymise before publishing), the API-key hashes for the services that check keys, a raw key
+# for the helm test Pod (the one client), the retention age for the retention job.
+ONLY_FOR = {
+    "MERC_PSEUDONYM_SECRET": {"encoder"},
+    "MERC_API_KEYS_FILE": {"encoder", "fusion", "gateway"},
+    "MERC_API_KEYS": set(),
+    "MERC_API_KEY": {"test"},
+    "MERC_RETENTION_DAYS": {"retention"},
+}
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_security_settings_reach_only_who_needs_them(values):
+    for comp, env in chart_envs(render(values)).items():
+        for name, kinds in ONLY_FOR.items():
+            assert name not in env or kind(comp) in kinds, f"{comp} gets {name}"
 
 
 @pytest.mark.parametrize("values", VALUES)

@@ -48,12 +48,16 @@ class EventReader:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for m in self.consumer.poll(timeout_ms=300):
+                if m.value is None:  # an erasure tombstone
+                    continue
                 e = events_pb2.EmotionEvent.FromString(m.value)
                 if e.utterance.conversation_id == conversation_id:
                     out.append(e)
             if len(out) >= want:
                 # Linger briefly: a duplicate would show up right behind.
                 for m in self.consumer.poll(timeout_ms=1500):
+                    if m.value is None:
+                        continue
                     e = events_pb2.EmotionEvent.FromString(m.value)
                     if e.utterance.conversation_id == conversation_id:
                         out.append(e)

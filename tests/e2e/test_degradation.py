@@ -30,6 +30,8 @@ def send_and_wait(gateway, reader, conv, seq, voice, face):
     gateway.AnalyzeUtterance(request(conv, seq, text="Well, that went great.", audio=voice, faces=[face]), timeout=30)
     while time.monotonic() - started < 30:
         for m in reader.consumer.poll(timeout_ms=100):
+            if m.value is None:
+                continue
             e = events_pb2.EmotionEvent.FromString(m.value)
             if e.utterance.conversation_id == conv and e.utterance.sequence == seq:
                 return e, time.monotonic() - started

@@ -51,6 +51,10 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def assignment(self) -> list[TopicPartition]: ...
 
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of each assigned partition, where known (for monitoring only)."""
+        return {}
+
     @abc.abstractmethod
     def close(self) -> None: ...
 

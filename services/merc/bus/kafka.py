@@ -139,9 +139,13 @@ class _KafkaTransactionalProducer(_KafkaProducer, TransactionalProducer):
 class _KafkaConsumer(Consumer):
     def __init__(self, consumer: KafkaConsumer) -> None:
         self._c = consumer
+        self._next: dict[KafkaTopicPartition, int] = {}  # next offset after what poll returned (for lag)
 
     def poll(self, timeout_ms: int = 100, max_records: int = 500) -> list[Message]:
         batches = self._c.poll(timeout_ms=timeout_ms, max_records=max_records)
+        for tp, records in batches.items():
+            if records:
+                self._next[tp] = records[-1].offset + 1
         return [_message(r) for records in batches.values() for r in records]
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -149,6 +153,16 @@ class _KafkaConsumer(Consumer):
 
     def assignment(self) -> list[TopicPartition]:
         return [(tp.topic, tp.partition) for tp in self._c.assignment()]
+
+    def lag(self) -> dict[TopicPartition, int]:
+        # Highwater from the last fetch response against what poll returned: no broker round trip
+        # (position() may make one). Exact on the embedding topics, whose producers are not transactional.
+        out = {}
+        for tp in self._c.assignment() or ():
+            high, done = self._c.highwater(tp), self._next.get(tp)
+            if high is not None and done is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - done)
+        return out
 
     def close(self) -> None:
         self._c.close()

@@ -6,6 +6,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from merc import telemetry
 from merc.inference import InferenceClient, InferenceUnavailable
 
 
@@ -29,7 +30,9 @@ class TritonInference(InferenceClient):
                 t.set_data_from_numpy(array)
                 tensors.append(t)
             outputs = [grpcclient.InferRequestedOutput(n) for n in self._output_names(model)]
-            result = self._client.infer(model, tensors, outputs=outputs, client_timeout=self._timeout)
+            # traceparent as gRPC metadata: a Triton started with OpenTelemetry tracing continues the trace.
+            result = self._client.infer(model, tensors, outputs=outputs, client_timeout=self._timeout,
+                                        headers=telemetry.inject() or None)
         except InferenceServerException as e:
             raise InferenceUnavailable(f"Triton model {model!r}: {e.message()}") from e
         return {n: result.as_numpy(n) for n in self._output_names(model)}

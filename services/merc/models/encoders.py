@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from merc.models.audio_cnn import AudioCNN, AudioConfig
-from merc.models.audio_features import log_mel, trim_silence
+from merc.models.audio_features import HOP, log_mel, trim_silence
 from merc.models.face_cnn import FaceCNN, FaceConfig
 
 
@@ -39,8 +39,13 @@ class AudioEmotionEncoder:
         lengths = np.asarray(inputs.get("LENGTH", np.full((len(wave), 1), wave.shape[1])), dtype=np.int64)[:, 0]
         embeddings, probs = [], []
         # Clips differ in length: each goes alone (padding would change its pooled statistics).
+        # Each conv stage halves the frames: fewer than 2**stages (a clip, or what trimming leaves of
+        # it, under 0.15 s) pools to nothing. Pad such a clip with silence up to that.
+        min_samples = (2 ** len(self.model.cfg.channels) - 1) * HOP
         for w, n in zip(wave, lengths, strict=True):
-            out = self.model(log_mel(trim_silence(torch.from_numpy(w[: max(int(n), 1)]))))
+            clip = trim_silence(torch.from_numpy(w[: max(int(n), 1)]))
+            clip = torch.nn.functional.pad(clip, (0, max(0, min_samples - clip.shape[-1])))
+            out = self.model(log_mel(clip))
             embeddings.append(out["embedding"][0])
             probs.append(torch.softmax(out["logits"][0], -1))
         return {"EMBEDDING": torch.stack(embeddings).numpy(), "PROBS": torch.stack(probs).numpy()}

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -116,6 +116,22 @@ class Store:
         )
         with Session(self.engine) as s:
             return [_from_row(r) for r in s.scalars(q).all()]
+
+    def erase(self, tenant: str, conversation_id: str) -> int:
+        """Delete every row of one conversation; the number deleted."""
+        q = delete(UtteranceRow).where(UtteranceRow.tenant == tenant, UtteranceRow.conversation_id == conversation_id)
+        with self._session.begin() as s:
+            return s.execute(q).rowcount or 0
+
+    def expire(self, cutoff: datetime) -> list[tuple[str, str]]:
+        """Delete the conversations whose latest result was emitted before ``cutoff``; their keys."""
+        last = func.max(UtteranceRow.emitted_at)
+        old = select(UtteranceRow.tenant, UtteranceRow.conversation_id).group_by(UtteranceRow.tenant, UtteranceRow.conversation_id)
+        with self._session.begin() as s:
+            keys = [(t, c) for t, c in s.execute(old.having(last < cutoff)).all()]
+            for t, c in keys:
+                s.execute(delete(UtteranceRow).where(UtteranceRow.tenant == t, UtteranceRow.conversation_id == c))
+        return keys
 
     def close(self) -> None:
         self.engine.dispose()

@@ -77,6 +77,20 @@ class GetConversationRequest(_message.Message):
     conversation_id: str
     def __init__(self, tenant: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
+class EraseConversationRequest(_message.Message):
+    __slots__ = ("tenant", "conversation_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    conversation_id: str
+    def __init__(self, tenant: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+
+class EraseConversationResponse(_message.Message):
+    __slots__ = ("utterances_deleted",)
+    UTTERANCES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    utterances_deleted: int
+    def __init__(self, utterances_deleted: _Optional[int] = ...) -> None: ...
+
 class GetConversationResponse(_message.Message):
     __slots__ = ("conversation_id", "events")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class GatewayServiceStub:
                 request_serializer=merc_dot_v1_dot_gateway__pb2.GetConversationRequest.SerializeToString,
                 response_deserializer=merc_dot_v1_dot_gateway__pb2.GetConversationResponse.FromString,
                 _registered_method=True)
+        self.EraseConversation = channel.unary_unary(
+                '/merc.v1.GatewayService/EraseConversation',
+                request_serializer=merc_dot_v1_dot_gateway__pb2.EraseConversationRequest.SerializeToString,
+                response_deserializer=merc_dot_v1_dot_gateway__pb2.EraseConversationResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -79,6 +84,14 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseConversation(self, request, context):
+        """Delete a conversation's stored results and publish tombstones for its keys
+        (right to erasure). Idempotent: erasing twice deletes nothing the second time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +109,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetConversation,
                     request_deserializer=merc_dot_v1_dot_gateway__pb2.GetConversationRequest.FromString,
                     response_serializer=merc_dot_v1_dot_gateway__pb2.GetConversationResponse.SerializeToString,
+            ),
+            'EraseConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseConversation,
+                    request_deserializer=merc_dot_v1_dot_gateway__pb2.EraseConversationRequest.FromString,
+                    response_serializer=merc_dot_v1_dot_gateway__pb2.EraseConversationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +198,33 @@ class GatewayService:
             '/merc.v1.GatewayService/GetConversation',
             merc_dot_v1_dot_gateway__pb2.GetConversationRequest.SerializeToString,
             merc_dot_v1_dot_gateway__pb2.GetConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/merc.v1.GatewayService/EraseConversation',
+            merc_dot_v1_dot_gateway__pb2.EraseConversationRequest.SerializeToString,
+            merc_dot_v1_dot_gateway__pb2.EraseConversationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -180,6 +180,133 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* API keys (gateway, encoders, fusion): the file of `tenant:<sha256>` lines, mounted read-only. */}}
+{{- define "merc.env.apiKeys" -}}
+{{- if .Values.apiKeys.existingSecret }}
+- name: MERC_API_KEYS_FILE
+  value: {{ printf "/etc/merc/api-keys/%s" .Values.apiKeys.key | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "merc.apiKeysVolume" -}}
+{{- if .Values.apiKeys.existingSecret }}
+- name: api-keys
+  secret:
+    secretName: {{ .Values.apiKeys.existingSecret }}
+    items:
+      - key: {{ .Values.apiKeys.key }}
+        path: {{ .Values.apiKeys.key }}
+{{- end }}
+{{- end }}
+
+{{- define "merc.apiKeysMount" -}}
+{{- if .Values.apiKeys.existingSecret }}
+- name: api-keys
+  mountPath: /etc/merc/api-keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* gRPC TLS: (dict "root" $ "server" true) for a service (serves, and calls or probes itself),
+     "server" false for a client only (the helm test Pod). Files from tls.existingSecret. */}}
+{{- define "merc.env.tls" -}}
+{{- $tls := .root.Values.tls }}
+{{- if $tls.enabled }}
+{{- if .server }}
+- name: MERC_TLS_CERT_FILE
+  value: /etc/merc/tls/tls.crt
+- name: MERC_TLS_KEY_FILE
+  value: /etc/merc/tls/tls.key
+{{- if $tls.mutual }}
+- name: MERC_TLS_CLIENT_CA_FILE
+  value: {{ printf "/etc/merc/tls/%s" $tls.caKey | quote }}
+{{- end }}
+{{- end }}
+- name: MERC_TLS_CA_FILE
+  value: {{ printf "/etc/merc/tls/%s" $tls.caKey | quote }}
+{{- if $tls.mutual }}
+- name: MERC_TLS_CLIENT_CERT_FILE
+  value: /etc/merc/tls/tls.crt
+- name: MERC_TLS_CLIENT_KEY_FILE
+  value: /etc/merc/tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "merc.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: grpc-tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "merc.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- name: grpc-tls
+  mountPath: /etc/merc/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The helm test Pod's API key (apiKeys.testKey), acting for the key's tenant. */}}
+{{- define "merc.env.testKey" -}}
+{{- with .Values.apiKeys.testKey }}
+{{- if .existingSecret }}
+- name: MERC_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .key }}
+{{- if .tenant }}
+- name: MERC_TENANT
+  value: {{ .tenant | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* MERC_PSEUDONYM_SECRET (encoders only), from privacy.pseudonymSecret.existingSecret or the chart's Secret. */}}
+{{- define "merc.env.pseudonym" -}}
+{{- $p := .Values.privacy.pseudonymSecret }}
+{{- if or $p.existingSecret $p.value }}
+- name: MERC_PSEUDONYM_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "merc.secretName" .) $p.existingSecret }}
+      key: {{ $p.key }}
+{{- end }}
+{{- end }}
+
+{{/* Every volume / mount a MERC service pod gets besides /tmp: (dict "root" $ "apiKeys" true) */}}
+{{- define "merc.serviceVolumes" -}}
+{{- with include "merc.kafkaCaVolume" .root | trim }}
+{{ . }}
+{{- end }}
+{{- if .apiKeys }}
+{{- with include "merc.apiKeysVolume" .root | trim }}
+{{ . }}
+{{- end }}
+{{- end }}
+{{- with include "merc.tlsVolume" .root | trim }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "merc.serviceMounts" -}}
+{{- with include "merc.kafkaCaMount" .root | trim }}
+{{ . }}
+{{- end }}
+{{- if .apiKeys }}
+{{- with include "merc.apiKeysMount" .root | trim }}
+{{ . }}
+{{- end }}
+{{- end }}
+{{- with include "merc.tlsMount" .root | trim }}
+{{ . }}
+{{- end }}
+{{- end }}
+
 {{/* ---------------------------------------------------------------- pod pieces */}}
 
 {{/* Topology spread for one component: (dict "root" $ "component" "gateway" "own" .topologySpreadConstraints) */}}
@@ -224,22 +351,37 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
-{{/* Native gRPC probes on the standard grpc.health.v1 service: (dict "port" 28061 "startupFailures" 30) */}}
+{{/* Probes on the standard grpc.health.v1 service: (dict "root" $ "port" 28061 "startupFailures" 30).
+     Native gRPC probes; with tls.enabled an exec probe instead (kubelet's gRPC probe speaks no TLS):
+     merc.healthcheck dials 127.0.0.1 with MERC_TLS_CA_FILE (and the client certificate, if mutual). */}}
+{{- define "merc.healthAction" -}}
+{{- if .root.Values.tls.enabled }}
+exec:
+  command: ["python", "-m", "merc.healthcheck", "127.0.0.1:{{ .port }}"]
+{{- else }}
+grpc:
+  port: {{ .port }}
+{{- end }}
+{{- end }}
+
 {{- define "merc.grpcProbes" -}}
+{{- $action := include "merc.healthAction" . | trim }}
+{{- /* An exec probe starts a Python interpreter: give it time. */}}
+{{- $exec := .root.Values.tls.enabled -}}
 startupProbe:
-  grpc:
-    port: {{ .port }}
+  {{- $action | nindent 2 }}
   periodSeconds: 5
+  {{- if $exec }}
+  timeoutSeconds: 5
+  {{- end }}
   failureThreshold: {{ default 60 .startupFailures }}
 readinessProbe:
-  grpc:
-    port: {{ .port }}
+  {{- $action | nindent 2 }}
   periodSeconds: 10
-  timeoutSeconds: 2
+  timeoutSeconds: {{ ternary 5 2 $exec }}
   failureThreshold: 3
 livenessProbe:
-  grpc:
-    port: {{ .port }}
+  {{- $action | nindent 2 }}
   periodSeconds: 20
   timeoutSeconds: 5
   failureThreshold: {{ default 3 .livenessFailures }}
@@ -328,6 +470,12 @@ spec:
 {{- if and .Values.strimzi.cluster.create (ne .Values.kafka.securityProtocol "PLAINTEXT") }}
 {{- fail "strimzi.cluster.create makes a plain internal listener: keep kafka.securityProtocol PLAINTEXT" }}
 {{- end }}
+{{- if and .Values.apiKeys.existingSecret .Values.tests.enabled (not .Values.apiKeys.testKey.existingSecret) }}
+{{- fail "apiKeys.existingSecret is set: helm test needs a key too. Set apiKeys.testKey.existingSecret (a Secret holding a raw key from `merc keys new TENANT`), or tests.enabled=false" }}
+{{- end }}
+{{- if and .Values.privacy.pseudonymSecret.existingSecret .Values.privacy.pseudonymSecret.value }}
+{{- fail "privacy.pseudonymSecret: set either existingSecret or value, not both" }}
+{{- end }}
 {{- end }}
 
 {{/* ---------------------------------------------------------------- NetworkPolicy rules */}}
@@ -381,6 +529,17 @@ spec:
 {{- $port := regexFind "[0-9]+$" .Values.triton.externalUrl | default "8001" }}
 {{- include "merc.egressRule" (dict "to" (list) "ports" (list $port)) }}
 {{- end }}
+{{- end }}
+
+{{/* Ingress to a metrics port, only from networkPolicy.metrics.from (empty: anyone): (dict "root" $ "port" 29090) */}}
+{{- define "merc.ingress.metrics" -}}
+- ports:
+    - port: {{ .port }}
+      protocol: TCP
+  {{- with .root.Values.networkPolicy.metrics.from }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
 
 {{/* A podSelector peer for one component: (dict "root" $ "component" "gateway") */}}

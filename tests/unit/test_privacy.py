@@ -1,0 +1,84 @@
+"""Pseudonymous speakers, erasure through the fusion processor, and retention (in-process bus, SQLite)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from merc import privacy
+from merc.config import Settings
+from merc.embedded import EmbeddedPipeline
+from merc.manifest import Utterance
+from merc.store import Store
+from unit.test_store import result
+
+
+def test_pseudonyms_are_stable_per_tenant_and_differ_across_tenants():
+    a1, a2 = privacy.pseudonym("Joey", "acme", "s3cret"), privacy.pseudonym("Joey", "acme", "s3cret")
+    b = privacy.pseudonym("Joey", "globex", "s3cret")
+    assert a1 == a2 and a1 != b and a1.startswith("spk-") and "Joey" not in a1
+    assert privacy.pseudonym("Joey", "acme", "other") != a1
+    assert privacy.pseudonym("Joey", "acme", "") == "Joey"  # off without a secret
+    assert privacy.pseudonym(a1, "acme", "s3cret") == a1  # never applied twice
+
+
+def lines(conversation: str):
+    return [Utterance(line=i + 1, conversation=conversation, utterance=i, speaker=s, text=t)
+            for i, (s, t) in enumerate([("Joey", "How you doin'?"), ("Rachel", "Oh, stop it."), ("Joey", "Fine, fine.")])]
+
+
+def test_no_speaker_name_reaches_the_bus_or_the_store(tmp_path):
+    pipeline = EmbeddedPipeline(Settings(inference="local", pseudonym_secret="s3cret", torch_threads=1),
+                                db_path=str(tmp_path / "m.db"))
+    try:
+        events = [pipeline.analyze_line(u).event for u in lines("c1")]
+        speakers = [e.utterance.speaker for e in events]
+        assert speakers[0] == speakers[2] != speakers[1] and all(s.startswith("spk-") for s in speakers)
+        # Mood is still per speaker: the pseudonym is a stable identity.
+        assert events[2].speaker_mood.utterances == 2
+        for topic in pipeline.bus._logs:
+            for m in pipeline.bus.messages(topic):
+                assert b"Joey" not in (m.value or b"") and b"Rachel" not in (m.value or b"")
+        rows = pipeline.store.conversation("default", "c1")
+        assert not any("Joey" in json.dumps(r.speaker_moods) or r.speaker in ("Joey", "Rachel") for r in rows)
+    finally:
+        pipeline.close()
+
+
+def test_erasure_deletes_rows_and_the_fusion_forgets_the_conversation(tmp_path):
+    cfg = Settings(inference="local", torch_threads=1)
+    pipeline = EmbeddedPipeline(cfg, db_path=str(tmp_path / "m.db"))
+    try:
+        for u in lines("c2"):
+            pipeline.analyze_line(u)
+        assert len(pipeline.store.conversation("default", "c2")) == 3
+        producer = pipeline.bus.producer()
+        assert privacy.erase(pipeline.store, producer, cfg, "default", "c2") == 3
+        assert pipeline.store.conversation("default", "c2") == []
+        assert privacy.erase(pipeline.store, producer, cfg, "default", "c2") == 0  # idempotent, publishes nothing
+        pipeline.fusion.step(poll_ms=0)
+        assert pipeline.bus.messages(cfg.topic("dlq")) == []  # a tombstone is not a poison message
+        state = [m for m in pipeline.bus.messages(cfg.topic("fusion.state")) if m.key == b"default\x00c2"]
+        assert state and state[-1].value is None  # the join state is tombstoned too
+        # The conversation starts afresh: no context from the erased utterances.
+        again = pipeline.analyze_line(Utterance(line=9, conversation="c2", utterance=3, speaker="Joey", text="Hi."))
+        assert again.event is not None and again.event.speaker_mood.utterances == 1
+    finally:
+        pipeline.close()
+
+
+def test_retention_erases_only_conversations_past_the_age(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    now = datetime.now(UTC)
+    old, recent = result(0), result(0)
+    old.conversation_id, old.emitted_at = "old", now - timedelta(days=40)
+    recent.conversation_id, recent.emitted_at = "recent", now - timedelta(days=2)
+    store.upsert([old, recent])
+    from merc.bus.memory import MemoryBus
+
+    bus = MemoryBus()
+    cfg = Settings(retention_days=30)
+    assert privacy.expire(store, bus.producer(), cfg, now) == [("t", "old")]
+    assert store.conversation("t", "old") == [] and len(store.conversation("t", "recent")) == 1
+    assert [m.key for m in bus.messages(cfg.topic("emotions"))] == [b"old"]
+    assert privacy.expire(store, bus.producer(), Settings(retention_days=0), now) == []  # 0 = keep forever
+    store.close()

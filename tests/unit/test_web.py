@@ -1,0 +1,298 @@
+"""The gateway's web page and its HTTP API (merc.gateway.web), in-process over SQLite and the memory
+bus: the stored timeline, live events over server-sent events, tenant scoping, and the
+self-contained report of `merc analyze --html`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import ssl
+import time
+
+import pytest
+
+from conftest import REPO
+from merc import security, timeline
+from merc.bus.memory import MemoryBus
+from merc.config import Settings
+from merc.events import to_event
+from merc.gateway.hub import EventHub
+from merc.gateway.web import WebApp, WebServer
+from merc.labels import LABELS
+from merc.store import Store
+from unit.test_security import pki  # noqa: F401 (a fixture: a throwaway CA and certificates)
+from unit.test_store import result
+
+KEY_A, KEY_B = security.new_key(), security.new_key()
+KEYS = f"tenant-a:{security.hash_key(KEY_A)},tenant-b:{security.hash_key(KEY_B)}"
+TOPIC = "merc.emotions"
+
+
+def stored(tenant: str, conversation: str, seq: int, **kw):
+    r = result(seq, **kw)
+    r.tenant, r.conversation_id, r.start_ms, r.end_ms = tenant, conversation, 1000 * seq, 1000 * seq + 800
+    r.probabilities = [0.1, 0.4, 0.1, 0.1, 0.1, 0.1, 0.1]
+    r.speaker_moods = {r.speaker: {"probabilities": r.probabilities, "valence": 0.25, "arousal": 0.1, "emotion_shifts": 1, "utterances": seq + 1}}
+    return r
+
+
+@pytest.fixture
+def web(tmp_path):
+    """(start, bus): start(**settings) serves the page over a store with tenant-a's call-1 and tenant-b's call-9."""
+    store = Store(f"sqlite:///{tmp_path / 'merc.db'}")
+    store.migrate()
+    store.upsert([stored("tenant-a", "call-1", 0), stored("tenant-a", "call-1", 1, speaker="b")])
+    store.upsert([stored("tenant-a", "call-1", 1, speaker="b", label="anger", revision=1)])
+    store.upsert([stored("tenant-b", "call-9", 0)])
+    bus = MemoryBus()
+    hub = EventHub(bus, TOPIC)
+    hub.start()
+    servers = []
+
+    def start(keepalive_s: float = 15.0, idle_s: float = 600.0, max_streams: int = 4, **settings) -> WebServer:
+        cfg = Settings(inference="local", **settings)
+        server = WebServer(WebApp(store, hub, cfg, keepalive_s=keepalive_s, idle_s=idle_s, max_streams=max_streams), 0).start()
+        servers.append(server)
+        return server
+
+    yield start, bus
+    for s in servers:
+        s.stop()
+    hub.stop()
+    store.close()
+
+
+def get(server: WebServer, path: str, key: str | None = None, bearer: bool = False, context=None):
+    conn = (http.client.HTTPSConnection("localhost", server.port, timeout=10, context=context) if context
+            else http.client.HTTPConnection("127.0.0.1", server.port, timeout=10))
+    headers = {}
+    if key:
+        headers["Authorization" if bearer else "x-api-key"] = f"Bearer {key}" if bearer else key
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, resp.headers, body
+
+
+def get_json(server, path, key=None, **kw):
+    status, _, body = get(server, path, key, **kw)
+    return status, json.loads(body)
+
+
+def publish(bus: MemoryBus, tenant: str, conversation: str, seq: int, **kw) -> None:
+    event = to_event(stored(tenant, conversation, seq, **kw))
+    bus.producer().send(TOPIC, conversation.encode(), event.SerializeToString(), (("tenant", tenant.encode()),))
+
+
+class Stream:
+    """A server-sent-events client: the raw lines, and the JSON of each data line."""
+
+    def __init__(self, server: WebServer, path: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        self.conn.request("GET", path)
+        self.resp = self.conn.getresponse()
+        self.lines: list[str] = []
+
+    def next_data(self, timeout_s: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.resp.readline().decode()
+            if not line:
+                raise EOFError("the stream ended")
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+        raise TimeoutError("no event")
+
+    def read_until(self, prefix: str) -> str:
+        while True:
+            line = self.resp.readline().decode()
+            if not line:
+                raise EOFError(f"the stream ended before a line starting with {prefix!r}")
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith(prefix):
+                return line
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# ---- the stored timeline ------------------------------------------------------------------------
+
+
+def test_the_timeline_is_the_latest_revision_of_each_utterance(web):
+    start, _ = web
+    server = start(tenant="tenant-a")
+    status, body = get_json(server, "/api/conversations/call-1")
+    assert status == 200
+    assert body["conversation"] == "call-1" and body["labels"] == list(LABELS)
+    first, second = body["utterances"]
+    assert (first["utterance"], first["revision"]) == (0, 0)
+    assert (second["utterance"], second["revision"], second["label"], second["speaker"]) == (1, 1, "anger", "b")
+    assert list(first["probs"]) == list(LABELS) and first["probs"]["joy"] == pytest.approx(0.4)
+    assert (first["start_ms"], first["end_ms"]) == (0, 800)
+    assert first["weights"] == {"text": 1.0} and first["missing"] == [] and first["degraded"] is False
+    assert first["mood"]["speaker"]["valence"] == pytest.approx(0.25)
+    assert "tenant" not in first and "text" not in first
+
+
+def test_event_json_uses_the_field_names_of_analyze_json():
+    from merc.embedded import LineResult
+
+    event = to_event(stored("t", "c", 2))
+    mine, theirs = timeline.event_json(event), LineResult(None, event, line=3).to_json()
+    shared = set(mine) & set(theirs)
+    assert shared >= {"label", "probs", "confidence", "prediction_set", "sentiment", "modalities", "weights", "degraded",
+                      "incongruence", "mood", "revision"}
+    assert {k: mine[k] for k in shared} == {k: theirs[k] for k in shared}
+
+
+def test_the_page_needs_no_key_and_carries_no_data(web):
+    start, _ = web
+    server = start(api_keys=KEYS)
+    status, headers, body = get(server, "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert timeline.asset("timeline.js") in page and timeline.asset("timeline.css") in page
+    assert "call-1" not in page
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "'unsafe-inline'" not in csp and "connect-src 'self'" in csp
+    assert get(server, "/nothing-here")[0] == 404
+
+
+# ---- auth and tenant scoping --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/conversations", "/api/conversations/call-1", "/api/conversations/call-1/events"])
+def test_with_keys_every_api_request_needs_a_known_key(web, path):
+    start, _ = web
+    server = start(api_keys=KEYS)
+    status, headers, body = get(server, path)
+    assert status == 401 and "API key" in json.loads(body)["error"] and headers["WWW-Authenticate"].startswith("Bearer")
+    assert get(server, path, key="merc_not-a-key")[0] == 401
+    assert get(server, path + "?key=merc_not-a-key")[0] == 401
+
+
+def test_a_tenant_reads_its_own_conversation_and_never_another_tenants(web):
+    start, _ = web
+    server = start(api_keys=KEYS)
+    assert get_json(server, "/api/conversations/call-1", KEY_A)[0] == 200
+    assert get_json(server, "/api/conversations/call-1", KEY_A, bearer=True)[0] == 200
+    assert get_json(server, f"/api/conversations/call-1?key={KEY_A}")[0] == 200
+    # Tenant B: tenant A's conversation is "not found", exactly like one that does not exist.
+    other = get_json(server, "/api/conversations/call-1", KEY_B)
+    unknown = get_json(server, "/api/conversations/call-404", KEY_B)
+    assert other[0] == unknown[0] == 404
+    assert other[1]["error"].replace("call-1", "X") == unknown[1]["error"].replace("call-404", "X")
+    assert get_json(server, "/api/conversations/call-9", KEY_B)[0] == 200
+    assert get_json(server, "/api/conversations/call-9", KEY_A)[0] == 404
+
+
+def test_without_keys_every_request_acts_for_the_default_tenant(web):
+    start, _ = web
+    server = start(tenant="tenant-b")
+    assert get_json(server, "/api/conversations/call-9")[0] == 200
+    assert get_json(server, "/api/conversations/call-1")[0] == 404
+
+
+# ---- live events --------------------------------------------------------------------------------
+
+
+def test_the_event_stream_delivers_the_callers_events_only(web):
+    start, bus = web
+    server = start(api_keys=KEYS, keepalive_s=0.2)
+    stream = Stream(server, f"/api/conversations/call-7/events?key={KEY_A}")
+    try:
+        assert stream.resp.status == 200 and stream.resp.headers["Content-Type"].startswith("text/event-stream")
+        stream.read_until(": keepalive")
+        publish(bus, "tenant-b", "call-7", 0, label="fear")  # same id, another tenant: not ours
+        publish(bus, "tenant-a", "call-7", 3, label="joy")
+        publish(bus, "tenant-a", "call-7", 3, label="anger", revision=1)
+        first, revised = stream.next_data(), stream.next_data()
+        assert (first["conversation"], first["utterance"], first["revision"], first["label"]) == ("call-7", 3, 0, "joy")
+        assert (revised["utterance"], revised["revision"], revised["label"]) == (3, 1, "anger")
+        assert "id: 3.1" in stream.lines
+    finally:
+        stream.close()
+    # The hub remembers it for tenant A's picker, and tenant B sees its own only.
+    assert [c["conversation"] for c in get_json(server, "/api/conversations", KEY_A)[1]["conversations"]] == ["call-7"]
+    assert [c["conversation"] for c in get_json(server, "/api/conversations", KEY_B)[1]["conversations"]] == ["call-7"]
+    bus.producer().send(TOPIC, b"call-7", None, (("tenant", b"tenant-a"), ("erased", b"1")))  # erasure
+    deadline = time.monotonic() + 5
+    while get_json(server, "/api/conversations", KEY_A)[1]["conversations"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert get_json(server, "/api/conversations", KEY_A)[1]["conversations"] == []
+
+
+def test_an_idle_stream_ends_and_streams_are_capped(web):
+    start, _ = web
+    server = start(tenant="tenant-a", idle_s=0.5, max_streams=1)
+    stream = Stream(server, "/api/conversations/call-1/events")
+    try:
+        assert get(server, "/api/conversations/call-1/events")[0] == 503  # the one slot is taken
+        t0 = time.monotonic()
+        assert stream.read_until("event: idle")
+        assert time.monotonic() - t0 < 5
+        assert stream.resp.readline().startswith(b"data:")
+    finally:
+        stream.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the slot is free again
+        s = Stream(server, "/api/conversations/call-1/events")
+        status = s.resp.status
+        s.close()
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200
+
+
+def test_https_with_the_grpc_servers_certificate(web, pki):  # noqa: F811
+    start, _ = web
+    server = start(tenant="tenant-a", tls_cert_file=str(pki / "server.pem"), tls_key_file=str(pki / "server.key"))
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    assert get_json(server, "/api/conversations/call-1", context=context)[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+        get(server, "/api/conversations/call-1")  # plain HTTP to an HTTPS port
+
+
+# ---- merc analyze --html ------------------------------------------------------------------------
+
+
+def embedded_data(page: str) -> dict:
+    m = re.search(r'<script type="application/json" id="merc-data">(.*?)</script>', page, re.S)
+    assert m, "no embedded data"
+    return json.loads(m.group(1))
+
+
+def test_analyze_html_writes_one_self_contained_page(tmp_path):
+    from merc.cli import main
+
+    out, rows = tmp_path / "report.html", tmp_path / "events.jsonl"
+    code = main(["analyze", str(REPO / "examples/conversation.jsonl"), "--html", str(out), "--out", str(rows), "--threads", "1"])
+    assert code == 0
+    page = out.read_text()
+    events = [json.loads(x) for x in rows.read_text().splitlines()]
+    data = embedded_data(page)
+    assert data["mode"] == "static"
+    (conversation,) = data["timelines"]
+    assert [(u["utterance"], u["label"], u["confidence"]) for u in conversation["utterances"]] == \
+        [(e["utterance"], e["label"], e["confidence"]) for e in events]
+    # The same JS and CSS as the served page, inlined; nothing fetched from anywhere.
+    assert timeline.asset("timeline.js") in page and timeline.asset("timeline.css") in page
+    urls = set(re.findall(r"[a-z][a-z0-9+.-]*://[^\s\"'<>)]*", page, re.I))
+    assert urls <= {"http://www.w3.org/2000/svg"}, urls  # the SVG namespace name is an identifier, never fetched
+    assert not re.search(r"<(script|img|link|iframe)[^>]*\s(src|href)=", page, re.I)
+    assert "@import" not in page and "url(" not in page
+    # No utterance text: events carry none.
+    for line in (REPO / "examples/conversation.jsonl").read_text().splitlines():
+        assert json.loads(line)["text"] not in page
+
+
+def test_html_needs_the_embedded_mode(tmp_path, capsys):
+    from merc.cli import EXIT_USAGE, main
+
+    code = main(["analyze", str(REPO / "examples/conversation.jsonl"), "--html", str(tmp_path / "r.html"), "--remote", "127.0.0.1:1"])
+    assert code == EXIT_USAGE and "--html" in capsys.readouterr().err
