@@ -11,13 +11,14 @@ BUF_VERSION := 1.47.2
 BUF := .tools/buf/node_modules/.bin/buf
 PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) protos/merc/v1/*.proto
 
-.PHONY: help install run test up down proto proto-check buf-lint models clean
+.PHONY: help install run test up down proto proto-check buf-lint models bench clean
 
 help:
 	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
 	@echo "make test    install, start Kafka/PostgreSQL/Triton locally, run all tests, stop them"
 	@echo "make up      the full local stack + services; make down stops it"
 	@echo "make models  retrain the models from ../shared/data"
+	@echo "make bench   latency, throughput and load on the local stack + model quality: bench/results/"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
 	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
 	@echo "make images  build and push the container images (needs Docker; REGISTRY=... TAG=...)"
@@ -72,6 +73,16 @@ models: install
 	$(VENV)/bin/merc train audio --device $(DEVICE)
 	$(VENV)/bin/merc train vision --device $(DEVICE)
 	$(VENV)/bin/merc train fusion
+	$(VENV)/bin/merc eval
+
+# Starts the stack like `make up` (and leaves it running: `make down`), then every benchmark.
+bench: install
+	deploy/local/stack.sh up all
+	$(VENV)/bin/merc db upgrade
+	deploy/local/services.sh start all
+	$(PY) bench/latency.py
+	$(PY) bench/throughput.py
+	$(PY) bench/load.py
 	$(VENV)/bin/merc eval
 
 clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -43,6 +44,24 @@ def _print_table(rows: list[dict]) -> None:
     Console(width=max(width, 120)).print(table)
 
 
+@contextlib.contextmanager
+def _progress(path: str):
+    """A progress bar on stderr when a person is watching (a terminal); nothing in pipes or CI."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from merc.segment import is_media_file
+
+    total = None if is_media_file(Path(path)) else sum(1 for line in open(path, encoding="utf-8", errors="replace") if line.strip())
+    with Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("utterances", total=total)
+        yield lambda: bar.advance(task)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     if not Path(args.manifest).is_file():
         print(f"merc analyze: no such file: {args.manifest} (give a JSON-lines manifest or an audio/video file)", file=sys.stderr)
@@ -63,12 +82,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         pipeline = EmbeddedPipeline(Settings(inference="local", torch_threads=args.threads), db_path=args.db)
         try:
             rows = []
-            for result in pipeline.analyze(args.manifest):
-                for err in result.errors:
-                    print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
-                rows.append(result.to_json())
-                if result.event is not None:
-                    events.append(result.event)
+            with _progress(args.manifest) as advance:
+                for result in pipeline.analyze(args.manifest):
+                    for err in result.errors:
+                        print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
+                    rows.append(result.to_json())
+                    if result.event is not None:
+                        events.append(result.event)
+                    advance()
         finally:
             pipeline.close()
     if args.out:

@@ -45,7 +45,7 @@ EXPECTED_KINDS = {
                 "PodDisruptionBudget": 6, "Service": 6, "ServiceAccount": 2, "StatefulSet": 1},
     "gpu": {"ConfigMap": 1, "Deployment": 5, "HorizontalPodAutoscaler": 4, "Job": 1, "NetworkPolicy": 8, "Pod": 1,
             "PodDisruptionBudget": 6, "Service": 6, "ServiceAccount": 2, "StatefulSet": 1},
-    "all-features": {"Cluster": 1, "ConfigMap": 1, "CronJob": 1, "Deployment": 5, "HorizontalPodAutoscaler": 5, "Ingress": 1,
+    "all-features": {"Cluster": 1, "ConfigMap": 1, "CronJob": 1, "Deployment": 5, "HorizontalPodAutoscaler": 5, "Ingress": 2,
                      "Job": 1, "Kafka": 1, "KafkaNodePool": 1, "KafkaTopic": 6, "NetworkPolicy": 9, "Pod": 1,
                      "PodDisruptionBudget": 6, "ScaledObject": 1, "Service": 6, "ServiceAccount": 2, "ServiceMonitor": 1,
                      "StatefulSet": 1},
@@ -150,6 +150,15 @@ def test_notes_render(name, tmp_path):
         assert "IP address 127.0.0.1" in notes and "merc-encoder-text" in notes
     if values["retention"]["enabled"]:
         assert f"older than {values['retention']['days']} days" in notes
+    # The timeline page: how to reach it (port-forward), or that it is off.
+    http_port = values["gateway"]["httpPort"]
+    if http_port:
+        scheme = "https" if values["tls"]["enabled"] else "http"
+        assert f"port-forward svc/merc-gateway {http_port}:{http_port}" in notes
+        assert f"open {scheme}://127.0.0.1:{http_port}/" in notes
+        assert ("merc-gateway-http:" in notes) == values["gateway"]["httpIngress"]["enabled"]
+    else:
+        assert "off (gateway.httpPort: 0)" in notes and "port-forward svc/merc-gateway 0" not in notes
 
 
 # ---- values.schema.json and the chart's own checks ------------------------------------------------
@@ -199,6 +208,9 @@ BAD_VALUES = [
     "retention.timeZone=Central European Time",
     "retention.backoffLimit=-1",
     "networkPolicy.metrics.from=monitoring",
+    "gateway.httpPort=-1",
+    "gateway.httpPort=65536",
+    "gateway.httpIngress.enabled=on",
 ]
 
 
@@ -225,6 +237,14 @@ def test_schema_requires_what_an_enabled_feature_needs(sets, path):
     helm_template(sets=(*sets, "tls.existingSecret=merc-grpc-tls", "retention.days=1"))
 
 
+def test_schema_requires_the_page_for_its_ingress():
+    """gateway.httpIngress needs the page on (gateway.httpPort > 0); httpPort 0 alone is fine."""
+    proc = helm_template(sets=("gateway.httpIngress.enabled=true", "gateway.httpPort=0"), check=False)
+    assert proc.returncode != 0 and "at '/gateway/httpPort'" in proc.stderr, proc.stderr
+    helm_template(sets=("gateway.httpPort=0",))
+    helm_template(sets=("gateway.httpIngress.enabled=true",))
+
+
 CROSS_FIELD = [
     (("fusion.replicaCount=4",), "exceeds kafka.partitions"),
     (("fusion.keda.enabled=true", "fusion.keda.maxReplicaCount=4"), "exceeds kafka.partitions"),
@@ -238,6 +258,8 @@ CROSS_FIELD = [
     (("apiKeys.existingSecret=merc-api-keys",), "helm test needs a key too"),
     (("privacy.pseudonymSecret.existingSecret=s", "privacy.pseudonymSecret.value=0123456789abcdef"),
      "set either existingSecret or value, not both"),
+    (("gateway.httpPort=28050",), "gateway.httpPort (28050) must differ from gateway.port and gateway.metricsPort"),
+    (("gateway.httpPort=29090",), "gateway.httpPort (29090) must differ from gateway.port and gateway.metricsPort"),
 ]
 
 
@@ -412,7 +434,7 @@ def test_gpu_values_give_triton_a_gpu_and_the_models_from_a_volume():
 
 def test_ingress_routes_grpc_to_the_gateway_with_tls():
     docs = render("all-features")
-    [ing] = objects(docs, "Ingress")
+    [ing] = [o for o in objects(docs, "Ingress") if o["metadata"]["name"] == "merc-gateway"]
     [gw] = [o for o in objects(docs, "Service") if component(o) == "gateway"]
     assert ing["spec"]["tls"] == [{"hosts": ["merc.example.com"], "secretName": "merc-tls"}]
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
@@ -423,6 +445,89 @@ def test_ingress_routes_grpc_to_the_gateway_with_tls():
     assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == ("GRPCS" if tls["enabled"] else "GRPC")
     if tls["mutual"]:
         assert annotations["nginx.ingress.kubernetes.io/proxy-ssl-secret"]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_page_has_its_own_ingress_to_the_http_port(name):
+    """gateway.httpIngress: a second Ingress, <gateway>-http, to the Service port `http` (the page speaks
+    HTTP/1.1, the gRPC Ingress's backend protocol is GRPC/GRPCS); HTTPS to the gateway with TLS."""
+    docs, values = render(name), effective_values(name)
+    page = values["gateway"]["httpIngress"]
+    ingresses = {o["metadata"]["name"]: o for o in objects(docs, "Ingress")}
+    assert set(ingresses) == {n for n, on in (("merc-gateway", values["gateway"]["ingress"]["enabled"]),
+                                              ("merc-gateway-http", page["enabled"])) if on}
+    if not page["enabled"]:
+        return
+    ing = ingresses["merc-gateway-http"]
+    assert component(ing) == "gateway"
+    [gw] = [o for o in objects(docs, "Service") if component(o) == "gateway"]
+    assert "http" in {p["name"] for p in gw["spec"]["ports"]}
+    assert ing["spec"].get("ingressClassName", "") == page["className"]
+    assert ing["spec"].get("tls", []) == page["tls"]
+    assert [r["host"] for r in ing["spec"]["rules"]] == [h["host"] for h in page["hosts"]]
+    for rule in ing["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            assert path["backend"]["service"] == {"name": gw["metadata"]["name"], "port": {"name": "http"}}
+    annotations = ing["metadata"].get("annotations", {})
+    if "nginx.ingress.kubernetes.io/backend-protocol" in annotations:
+        assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == ("HTTPS" if values["tls"]["enabled"] else "HTTP")
+    if values["tls"]["mutual"]:
+        assert annotations["nginx.ingress.kubernetes.io/proxy-ssl-secret"]
+
+
+def gateway_page(docs) -> tuple[dict, dict, dict, dict]:
+    """The gateway's Deployment container, its environment, its Service and its NetworkPolicy."""
+    [gw] = [o for o in objects(docs, "Deployment") if component(o) == "gateway"]
+    [c] = pod_spec(gw)["containers"]
+    [svc] = [o for o in objects(docs, "Service") if component(o) == "gateway"]
+    policies = [p for p in objects(docs, "NetworkPolicy") if component(p) == "gateway"]
+    return c, container_env(docs, c), svc, (policies[0] if policies else {})
+
+
+def check_page_port(docs, values: dict) -> None:
+    port, tls = values["gateway"]["httpPort"], values["tls"]["enabled"]
+    c, env, svc, policy = gateway_page(docs)
+    # Always set: the services' default (28080) is on, so 0 must be said.
+    assert env["MERC_HTTP_PORT"] == str(port)
+    http = [p for p in c["ports"] if p["name"] == "http"]
+    service_http = [p for p in svc["spec"]["ports"] if p["name"] == "http"]
+    rules = [r for r in (policy.get("spec", {}).get("ingress") or []) if {p["port"] for p in r["ports"]} & {port}]
+    # gRPC stays first: the probes and helm test use ports[0].
+    assert c["ports"][0]["name"] == "grpc" and svc["spec"]["ports"][0]["name"] == "grpc"
+    if not port:
+        assert http == [] and service_http == [] and rules == []
+        assert {p["containerPort"] for p in c["ports"]} == {values["gateway"]["port"], values["gateway"]["metricsPort"]}
+        return
+    assert http == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert service_http == [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP",
+                             "appProtocol": "https" if tls else "http"}]
+    if values["networkPolicy"]["enabled"]:
+        # From exactly the clients allowed on gRPC (networkPolicy.gateway.from), not the test Pod.
+        assert rules == [allow(port, values["networkPolicy"]["gateway"]["from"])]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_gateway_serves_the_timeline_page_on_http_port(name):
+    check_page_port(render(name), effective_values(name))
+
+
+@pytest.mark.parametrize("sets", [("gateway.httpPort=0",), ("gateway.httpPort=0", "tls.enabled=true", "tls.existingSecret=t"),
+                                  ("gateway.httpPort=8080", "tls.enabled=true", "tls.existingSecret=t"),
+                                  ("gateway.httpPort=8080",)],
+                         ids=["off", "off-tls", "8080-tls", "8080"])
+def test_the_page_port_follows_gateway_http_port(sets):
+    docs = tuple(d for d in yaml.safe_load_all(helm_template(sets=sets).stdout) if d)
+    values = effective_values("default")
+    for s in sets:
+        key, value = s.split("=", 1)
+        section, field = key.rsplit(".", 1)
+        target = values
+        for part in section.split("."):
+            target = target[part]
+        target[field] = int(value) if value.isdigit() else (value == "true" if value in ("true", "false") else value)
+    check_page_port(docs, values)
+    ingress = {component(p): p["spec"]["ingress"] for p in objects(docs, "NetworkPolicy")}
+    assert ingress == expected_ingress(values)
 
 
 @pytest.mark.parametrize("name", VALUES)
@@ -664,14 +769,16 @@ def allow(port: int, peers: list | None) -> dict:
 
 
 def expected_ingress(values: dict) -> dict[str, list[dict]]:
-    """component -> its exact ingress rules: the gRPC port only from its callers, the metrics port only
-    from networkPolicy.metrics.from, nothing else from anyone."""
+    """component -> its exact ingress rules: the gRPC port only from its callers, the gateway's page
+    (httpPort, unless 0) only from its clients (networkPolicy.gateway.from; not the test Pod), the
+    metrics port only from networkPolicy.metrics.from, nothing else from anyone."""
     np = values["networkPolicy"]
     metrics_from = np["metrics"]["from"]
     encoders = [m for m in ENCODERS if values["encoders"][m]["enabled"]]
     gateway_from = np["gateway"]["from"] and [*np["gateway"]["from"], peer("test")]
+    page = [allow(values["gateway"]["httpPort"], np["gateway"]["from"])] if values["gateway"]["httpPort"] else []
     rules = {
-        "gateway": [allow(values["gateway"]["port"], gateway_from), allow(values["gateway"]["metricsPort"], metrics_from)],
+        "gateway": [allow(values["gateway"]["port"], gateway_from), *page, allow(values["gateway"]["metricsPort"], metrics_from)],
         "fusion": [allow(values["fusion"]["metricsPort"], metrics_from)],
         "migration": [],
         "test": [],

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from merc.config import Settings
 
-from .rendering import FIELD, SECRET, VALUES, chart_envs, compose_envs, render
+from .rendering import FIELD, SECRET, VALUES, chart_envs, compose_config, compose_envs, render
 
 FIELDS = {f"MERC_{name.upper()}": name for name in Settings.model_fields}
 
@@ -51,6 +51,15 @@ DEPLOYMENT_SPECIFIC = {"kafka_bootstrap", "database_url", "triton_url", "text_en
 # compose service -> the chart component it is
 COMPOSE_ROLES = {"encoder-text": "encoder-text", "encoder-audio": "encoder-audio", "encoder-vision": "encoder-vision",
                  "fusion": "fusion", "gateway": "gateway", "migrate": "migration"}
+
+# Variables the chart sets and compose may leave to the services' default (the chart's default value
+# must then be that default), and why.
+CHART_ONLY = {
+    "gateway": {
+        "MERC_HTTP_PORT": "the chart sets it always (gateway.httpPort 0 must reach the gateway as \"0\": the "
+                          "services' default is on); compose runs the page on that default port and publishes it",
+    },
+}
 
 
 def kind(component: str) -> str:
@@ -202,15 +211,28 @@ def test_compose_values_parse_as_the_services_read_them(clean_env):
                 assert getattr(cfg, field) == getattr(defaults, field), f"compose {service}: {name} differs from the default"
 
 
-def test_chart_and_compose_set_the_same_variables():
-    """Per service, the same names (the chart with its default values)."""
+def test_chart_and_compose_set_the_same_variables(clean_env):
+    """Per service, the same names (the chart with its default values), but for CHART_ONLY: set to the
+    services' default by the chart, left to it by compose."""
     chart = chart_envs(render("default"))
+    defaults = Settings()
     for service, env in compose_envs().items():
         comp = COMPOSE_ROLES[service]
-        assert set(env) == set(chart[comp]), (
+        only_chart = set(CHART_ONLY.get(comp, {})) - set(env)
+        assert set(env) == set(chart[comp]) - only_chart, (
             f"{service}: only in compose {sorted(set(env) - set(chart[comp]))}, "
-            f"only in the chart {sorted(set(chart[comp]) - set(env))}")
+            f"only in the chart {sorted(set(chart[comp]) - set(env) - only_chart)}")
+        for name in only_chart:
+            assert chart[comp][name] == str(getattr(defaults, FIELDS[name])), f"{comp}: {name} is not the services' default"
         for name, value in chart[comp].items():
-            if name not in ("MERC_KAFKA_BOOTSTRAP", "MERC_TRITON_URL", "MERC_DATABASE_URL", "MERC_FUSION_INSTANCE") \
+            if name not in only_chart | {"MERC_KAFKA_BOOTSTRAP", "MERC_TRITON_URL", "MERC_DATABASE_URL", "MERC_FUSION_INSTANCE"} \
                     and not name.endswith("_ENCODER_URL"):
                 assert env[name] == value, f"{service}: {name} is {env[name]!r} in compose, {value!r} in the chart"
+
+
+def test_compose_publishes_the_timeline_page_where_the_chart_serves_it(clean_env):
+    """The gateway's page: MERC_HTTP_PORT (compose: the default) is published on 127.0.0.1 only."""
+    port = int(compose_envs()["gateway"].get("MERC_HTTP_PORT", Settings().http_port))
+    assert chart_envs(render("default"))["gateway"]["MERC_HTTP_PORT"] == str(port)
+    [published] = [p for p in compose_config()["services"]["gateway"]["ports"] if p["target"] == port]
+    assert published.get("host_ip") == "127.0.0.1", published

@@ -473,6 +473,10 @@ spec:
 {{- if and .Values.apiKeys.existingSecret .Values.tests.enabled (not .Values.apiKeys.testKey.existingSecret) }}
 {{- fail "apiKeys.existingSecret is set: helm test needs a key too. Set apiKeys.testKey.existingSecret (a Secret holding a raw key from `merc keys new TENANT`), or tests.enabled=false" }}
 {{- end }}
+{{- $gw := .Values.gateway }}
+{{- if and $gw.httpPort (or (eq (int $gw.httpPort) (int $gw.port)) (eq (int $gw.httpPort) (int $gw.metricsPort))) }}
+{{- fail (printf "gateway.httpPort (%d) must differ from gateway.port and gateway.metricsPort" (int $gw.httpPort)) }}
+{{- end }}
 {{- if and .Values.privacy.pseudonymSecret.existingSecret .Values.privacy.pseudonymSecret.value }}
 {{- fail "privacy.pseudonymSecret: set either existingSecret or value, not both" }}
 {{- end }}
