@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 from pathlib import Path
+
+from merc import progress
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -44,22 +45,14 @@ def _print_table(rows: list[dict]) -> None:
     Console(width=max(width, 120)).print(table)
 
 
-@contextlib.contextmanager
-def _progress(path: str):
-    """A progress bar on stderr when a person is watching (a terminal); nothing in pipes or CI."""
-    if not sys.stderr.isatty():
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def _line_count(path: str) -> int | None:
+    """Lines of a manifest (a progress bar's total); None for a recording, whose utterances are found as it goes."""
     from merc.segment import is_media_file
 
-    total = None if is_media_file(Path(path)) else sum(1 for line in open(path, encoding="utf-8", errors="replace") if line.strip())
-    with Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("utterances", total=total)
-        yield lambda: bar.advance(task)
+    if is_media_file(Path(path)):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -82,14 +75,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         pipeline = EmbeddedPipeline(Settings(inference="local", torch_threads=args.threads), db_path=args.db)
         try:
             rows = []
-            with _progress(args.manifest) as advance:
-                for result in pipeline.analyze(args.manifest):
-                    for err in result.errors:
-                        print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
-                    rows.append(result.to_json())
-                    if result.event is not None:
-                        events.append(result.event)
-                    advance()
+            for result in progress.steps(pipeline.analyze(args.manifest), "analysing utterances", _line_count(args.manifest)):
+                for err in result.errors:
+                    print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
+                rows.append(result.to_json())
+                if result.event is not None:
+                    events.append(result.event)
         finally:
             pipeline.close()
     if args.out:

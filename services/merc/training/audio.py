@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from merc import metrics
+from merc import metrics, progress
 from merc.data.ravdess import Clip, load_clips, split_by_actor
 from merc.labels import LABELS
 from merc.training.artifacts import relative, save_model, write_report
@@ -91,7 +91,7 @@ def train_one(
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
     steps_per_epoch = math.ceil(len(train) / 32)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * steps_per_epoch, pct_start=0.15)
-    for epoch in range(epochs):
+    for epoch in progress.steps(range(epochs), f"voice CNN, seed {seed}: epochs"):
         model.train()
         order = torch.randperm(len(train), generator=g)
         total = 0.0

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from merc import calibration as cal
-from merc import metrics, quality
+from merc import metrics, progress, quality
 from merc.data import fer2013, ravdess
 from merc.data.meld import Dialogue, holdout_split, load_split
 from merc.labels import LABELS, MODALITIES, SENTIMENTS
@@ -297,7 +297,7 @@ def train_one(data: Data, cfg: FusionTrainConfig, seed: int, log=print) -> tuple
     val = data.draw("val", np.random.default_rng(10_000 + seed), cfg)
 
     best, best_f1, best_epoch, stale = None, -1.0, 0, 0
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in progress.steps(range(1, cfg.epochs + 1), "fusion: epochs (early stopping may end sooner)"):
         model.train()
         fit = data.draw("fit", rng, cfg)  # redrawn every epoch
         n = len(fit.split.lengths)

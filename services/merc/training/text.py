@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from merc import metrics
+from merc import metrics, progress
 from merc.data.meld import Dialogue, holdout_split, load_split
 from merc.labels import LABELS, SENTIMENTS
 from merc.models import text_encoder as te
@@ -123,7 +123,7 @@ def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log
 
     best, best_f1, best_epoch = None, -1.0, 0
     t0 = time.time()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in progress.steps(range(1, cfg.epochs + 1), "text adapter: epochs"):
         model.train()
         for i, (b, batch) in enumerate(_batches(tokenizer, fit, rng.permutation(len(fit.texts)), cfg.batch_size, cfg.max_length)):
             logits, sent = model(batch)

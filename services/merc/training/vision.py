@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from merc import metrics
+from merc import metrics, progress
 from merc.data import fer2013
 from merc.labels import LABELS
 from merc.training.artifacts import relative, save_model, write_report
@@ -73,7 +73,7 @@ def train_one(
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     steps = epochs * math.ceil(len(x) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.2)
-    for epoch in range(epochs):
+    for epoch in progress.steps(range(epochs), f"face CNN, seed {seed}: epochs"):
         model.train()
         order = torch.randperm(len(x), generator=g)
         total = 0.0
