@@ -147,9 +147,9 @@ class VisionPlugin(ModalityPlugin):
         return Encoded(vector.astype(np.float32), signals, self.model, self.inference.version(self.model))
 
     def warmup_request(self) -> encoder_pb2.EncodeRequest:
-        faces.detect(np.full((96, 96), 128, np.uint8))  # loads the cascade; finds nothing
-        grey = np.full((48, 48), 128, np.uint8)
-        return encoder_pb2.EncodeRequest(faces=[encoder_pb2.Image(data=cv2.imencode(".png", grey)[1].tobytes())])
+        # A crop (the model) and a blank frame (the detector's cascade loads; it finds nothing).
+        png = lambda side: encoder_pb2.Image(data=cv2.imencode(".png", np.full((side, side), 128, np.uint8))[1].tobytes())  # noqa: E731
+        return encoder_pb2.EncodeRequest(faces=[png(48)], frames=[png(96)])
 
 
 PLUGINS: dict[str, type[ModalityPlugin]] = {"text": TextPlugin, "audio": AudioPlugin, "vision": VisionPlugin}

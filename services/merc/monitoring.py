@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_late
 
 from merc import telemetry
 from merc.inference import InferenceClient
+from merc.serving import wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class ServerMetrics(grpc.ServerInterceptor):
 
             return run
 
-        return telemetry.wrap_handler(handler, wrap)
+        return wrap_handler(handler, wrap)
 
 
 def _timed_stream(responses: Iterable, context, name: str) -> Iterator:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import grpc
 
+from merc.serving import wrap_handler
+
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("merc_tenant", default=None)
 _key: contextvars.ContextVar[str | None] = contextvars.ContextVar("merc_api_key", default=None)
@@ -91,19 +93,6 @@ def presented_key(metadata) -> str | None:
     return None
 
 
-def _deny(code: grpc.StatusCode, message: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    def abort(_request, context):
-        context.abort(code, message)
-
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort)
-    return grpc.unary_unary_rpc_method_handler(abort)
-
-
 class _Undecodable:
     """What a request that is not a valid protobuf of the method's type deserialises to."""
 
@@ -127,41 +116,58 @@ def _lenient(deserializer: Callable | None) -> Callable | None:
     return parse
 
 
-def _checked(requests, context):
+def _refuse_undecodable(request, context) -> None:
+    if request is UNDECODABLE:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+
+
+def _checked_stream(requests, context):
     for request in requests:
-        if request is UNDECODABLE:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+        _refuse_undecodable(request, context)
         yield request
 
 
-def _bind(behaviour: Callable, tenant: str, key: str | None) -> Callable:
-    """Run the handler with the caller's tenant (and key, for calls onward) in context."""
+def _checked(request, context):
+    """The request, or the request stream, with undecodable messages refused."""
+    _refuse_undecodable(request, context)
+    return _checked_stream(request, context) if hasattr(request, "__next__") else request
 
-    def run(request, context):
-        if request is UNDECODABLE:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
-        if hasattr(request, "__next__"):  # a request stream
+
+def _as(tenant: str, key: str | None):
+    """wrap_handler's wrap: run the handler with the caller's tenant (and key, for calls onward) in context."""
+
+    def wrap(behaviour, _request_streaming, response_streaming):
+        def run(request, context):
             request = _checked(request, context)
-        t1, t2 = _tenant.set(tenant), _key.set(key)
-        try:
-            return behaviour(request, context)
-        finally:
-            _tenant.reset(t1)
-            _key.reset(t2)
+            t1, t2 = _tenant.set(tenant), _key.set(key)
+            try:
+                return behaviour(request, context)
+            finally:
+                _tenant.reset(t1)
+                _key.reset(t2)
 
-    def run_stream(request, context):
-        if request is UNDECODABLE:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
-        if hasattr(request, "__next__"):
+        def run_stream(request, context):
             request = _checked(request, context)
-        t1, t2 = _tenant.set(tenant), _key.set(key)
-        try:
-            yield from behaviour(request, context)
-        finally:
-            _tenant.reset(t1)
-            _key.reset(t2)
+            t1, t2 = _tenant.set(tenant), _key.set(key)
+            try:
+                yield from behaviour(request, context)
+            finally:
+                _tenant.reset(t1)
+                _key.reset(t2)
 
-    return run, run_stream
+        return run_stream if response_streaming else run
+
+    return wrap
+
+
+def _deny(code: grpc.StatusCode, message: str):
+    def wrap(*_):
+        def abort(_request, context):
+            context.abort(code, message)
+
+        return abort
+
+    return wrap
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -179,26 +185,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if not self.keys.enabled:
             tenant = self.default_tenant
         elif key is None:
-            return _deny(grpc.StatusCode.UNAUTHENTICATED, "an API key is required: send it as 'x-api-key' metadata", handler)
+            return wrap_handler(handler, _deny(grpc.StatusCode.UNAUTHENTICATED, "an API key is required: send it as 'x-api-key' metadata"))
         else:
             tenant = self.keys.tenant_for(key)
             if tenant is None:
-                return _deny(grpc.StatusCode.UNAUTHENTICATED, "unknown API key", handler)
-        fields = {
-            "request_deserializer": _lenient(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            unary, _ = _bind(handler.unary_unary, tenant, key)
-            return grpc.unary_unary_rpc_method_handler(unary, **fields)
-        if handler.unary_stream:
-            _, streaming = _bind(handler.unary_stream, tenant, key)
-            return grpc.unary_stream_rpc_method_handler(streaming, **fields)
-        if handler.stream_unary:
-            unary, _ = _bind(handler.stream_unary, tenant, key)
-            return grpc.stream_unary_rpc_method_handler(unary, **fields)
-        _, streaming = _bind(handler.stream_stream, tenant, key)
-        return grpc.stream_stream_rpc_method_handler(streaming, **fields)
+                return wrap_handler(handler, _deny(grpc.StatusCode.UNAUTHENTICATED, "unknown API key"))
+        return wrap_handler(handler, _as(tenant, key), request_deserializer=_lenient(handler.request_deserializer))
 
 
 def tenant(default: str) -> str:

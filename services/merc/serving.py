@@ -26,6 +26,21 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream=None) -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
+def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Callable, request_deserializer: Callable | None = None) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour replaced by wrap(behaviour, request_streaming, response_streaming)
+    (for server interceptors), and optionally another request deserializer."""
+    make = {
+        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+    }
+    streaming = (handler.request_streaming, handler.response_streaming)
+    factory, behaviour = make[streaming]
+    return factory(wrap(behaviour, *streaming), request_deserializer=request_deserializer or handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
 class Server:
     """A gRPC server with health checking; TLS when ``credentials`` are given (merc.security)."""
 

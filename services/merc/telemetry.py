@@ -41,6 +41,8 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from merc.serving import wrap_handler
+
 log = logging.getLogger(__name__)
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -168,20 +170,6 @@ def carry_context(executor):
 
 
 # ---- gRPC -------------------------------------------------------------------------------------
-
-def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Callable) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour replaced by wrap(behaviour, request_streaming, response_streaming)."""
-    make = {
-        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
-        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
-        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
-        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
-    }
-    streaming = (handler.request_streaming, handler.response_streaming)
-    factory, behaviour = make[streaming]
-    return factory(wrap(behaviour, *streaming), request_deserializer=handler.request_deserializer,
-                   response_serializer=handler.response_serializer)
-
 
 def status_of(context: grpc.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
     """The status a handler ended with: what it set or aborted with, else OK / UNKNOWN."""
