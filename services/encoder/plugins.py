@@ -67,7 +67,8 @@ class TextPlugin(ModalityPlugin):
             raise InvalidInput("text is empty")
         if len(text) > self.settings.max_text_chars:
             raise InvalidInput(f"text has {len(text)} characters; the limit is {self.settings.max_text_chars} (MERC_MAX_TEXT_CHARS)")
-        context = _SPACE.sub(" ", request.context_text).strip()[-self.settings.max_text_chars :]
+        # The most recent turn comes first (merc.context_text): a long context loses its oldest end.
+        context = _SPACE.sub(" ", request.context_text).strip()[: self.settings.max_text_chars]
         out = self.inference.infer(self.model, {"TEXT": np.array([[text.encode()]], dtype=object),
                                                 "CONTEXT": np.array([[context.encode()]], dtype=object)})
         vector = out["EMBEDDING"][0].astype(np.float32)

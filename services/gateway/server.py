@@ -16,6 +16,7 @@ from concurrent import futures
 import grpc
 
 from merc import privacy, security, telemetry
+from merc.context_text import ContextMemory
 from merc.bus import Producer
 from merc.events import to_event
 from merc.gateway.hub import EventHub
@@ -91,17 +92,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         merged: queue.Queue = queue.Queue()  # EmotionEvents from the hub, Rejected from this stream
         requests_done = threading.Event()
 
-        previous_text: dict[tuple[str, str], str] = {}  # this stream's memory only; dropped with it
+        recent = ContextMemory()  # this stream's memory only; dropped with it
 
         def consume_requests() -> None:
             try:
                 for req in requests:
                     ref = req.utterance.utterance
                     key = (security.tenant(self.tenant), ref.conversation_id)
-                    if not req.utterance.context_text and key in previous_text:
-                        req.utterance.context_text = previous_text[key]
-                    if req.utterance.text.strip():
-                        previous_text[key] = req.utterance.text
+                    if not req.utterance.context_text and key in recent:
+                        req.utterance.context_text = recent.context(key, ref.speaker)
+                    recent.remember(key, ref.speaker, req.utterance.text)
                     with lock:
                         # Watch before sending, so the event cannot slip past.
                         if ref.conversation_id and key not in watched:

@@ -60,6 +60,19 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     return float(total)
 
 
+def ece_floor(probs: np.ndarray, bins: int = 15, draws: int = 200, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model would still show on this many examples.
+
+    Labels are drawn from ``probs`` themselves (calibrated by construction), so what remains is
+    finite-sample noise: a measured ECE near this floor cannot be told from perfect calibration.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    cum = probs.cumsum(axis=1)
+    cum[:, -1] = 1.0
+    return float(np.mean([ece(probs, (rng.random((len(probs), 1)) > cum).sum(axis=1), bins) for _ in range(draws)]))
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi: float = 20.0, iters: int = 100) -> float:
     """T minimising NLL(softmax(logits / T)), by golden-section search on log T.
 

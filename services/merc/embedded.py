@@ -16,6 +16,7 @@ from pathlib import Path
 from merc import manifest, segment, video
 from merc.bus.memory import MemoryBus
 from merc.config import Settings
+from merc.context_text import ContextMemory
 from merc.encoder.encoding import Encoder
 from merc.encoder.plugins import PLUGINS, InvalidInput
 from merc.fusion.processor import FusionProcessor
@@ -156,8 +157,8 @@ class EmbeddedPipeline:
         self.fusion = FusionProcessor(self.bus, self.store, self.inference, self.settings)
         self.fusion.open()
         self._events = self.bus.consumer(_events_spec(self.settings.topic("emotions")))
-        # The previous utterance's text per conversation: the text encoder's context. Memory only.
-        self._previous_text: dict[str, str] = {}
+        # The last utterances per conversation: the text encoder's context. Memory only.
+        self._recent = ContextMemory()
 
     def analyze_line(self, u: manifest.Utterance) -> LineResult:
         result = LineResult(u)
@@ -167,7 +168,7 @@ class EmbeddedPipeline:
             if encoder is None:
                 result.errors.append(f"line {u.line}: {modality} given but no {modality} encoder is available in this build")
                 continue
-            request = request_for(u, self.settings.tenant, self._previous_text.get(u.conversation, ""))
+            request = request_for(u, self.settings.tenant, self._recent.context(u.conversation, u.speaker))
             try:
                 attach_media(u, request, modality, self.settings.video_frames, self.settings.max_image_pixels)
                 embeddings.append((encoder, encoder.embed(request)))
@@ -176,7 +177,7 @@ class EmbeddedPipeline:
             except InvalidInput as e:
                 result.errors.append(f"line {u.line}: {modality}: {e}")
         if "text" in u.given:
-            self._previous_text[u.conversation] = u.text
+            self._recent.remember(u.conversation, u.speaker, u.text)
         if not embeddings:
             if not u.given:
                 result.errors.append(f"line {u.line}: no text, audio, frames, faces or video")

