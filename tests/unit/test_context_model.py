@@ -9,9 +9,9 @@ torch.set_num_threads(2)
 CFG = ContextConfig(hidden=32, context=4, layers=2, heads=4)
 
 
-def make_model(seed: int = 0) -> ContextModel:
+def make_model(seed: int = 0, cfg: ContextConfig = CFG) -> ContextModel:
     torch.manual_seed(seed)
-    model = ContextModel(CFG).eval()
+    model = ContextModel(cfg).eval()
     # Random encoder heads and a non-zero "nothing observed" vector, so every path shows in the output.
     with torch.no_grad():
         model.fusion.nothing.normal_()
@@ -120,14 +120,29 @@ def test_window_indices():
     assert w.tolist() == [[-1, -1], [-1, 0], [0, 1], [-1, -1], [-1, 3]]
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("lengths", [[1], [7, 3, 12], [CFG.context + 1, 2]])
-def test_stepwise_inference_equals_training_computation(lengths):
-    model = make_model()
+def test_stepwise_inference_equals_training_computation(lengths, residual):
+    model = make_model(cfg=ContextConfig(**{**vars(CFG), "expert_residual": residual}))
     obs, speaker = dialogues(lengths)
     with torch.no_grad():
         batched = model.forward_dialogues(obs, speaker, window_indices(lengths, CFG.context))["logits"]
         steps = stepwise(model, obs, speaker, lengths)
     assert torch.allclose(batched, steps, atol=1e-5), (batched - steps).abs().max()
+
+
+def test_with_the_expert_residual_a_lone_clip_adds_its_encoders_log_posterior():
+    plain = make_model()
+    residual = make_model(cfg=ContextConfig(**{**vars(CFG), "expert_residual": True}))
+    residual.load_state_dict(plain.state_dict())
+    obs = observation(4, mask=torch.tensor([[0.0, 1.0, 0.0]] * 4))
+    K, H = CFG.context, CFG.hidden
+    args = (torch.zeros(4, dtype=torch.long), torch.zeros(4, K, H), torch.zeros(4, K, dtype=torch.long), torch.zeros(4, K))
+    with torch.no_grad():
+        a, b = plain(obs, *args), residual(obs, *args)
+        encoder = torch.log_softmax(residual.fusion.audio.head(obs.audio), -1)
+    assert torch.allclose(b["weights"][:, 1], torch.ones(4))
+    assert torch.allclose(b["logits"] - a["logits"], encoder, atol=1e-5)
 
 
 def test_gradients_flow_through_context_but_not_into_frozen_heads():

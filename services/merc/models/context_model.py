@@ -50,6 +50,10 @@ class ContextConfig(DictConfig):
     max_speakers: int = 8
     n_labels: int = 7
     n_sentiments: int = 3
+    # Emotion logits = context head + the gate-weighted experts' log-posteriors, so a lone clip or
+    # face starts from its encoder's answer and the context head learns a correction (off: the
+    # context head alone, as the first shipped fusion).
+    expert_residual: bool = False
 
 
 class TextExpert(nn.Module):
@@ -228,11 +232,18 @@ class ContextModel(nn.Module):
         h = self.context(fused, speaker, ctx_fused, ctx_speaker, ctx_valid)
         return {"logits": self.emotion(h), "sentiment_logits": self.sentiment(h), "fused": fused}
 
+    def _with_experts(self, out: dict, weights: torch.Tensor, expert_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.cfg.expert_residual:
+            # Absent modalities have weight 0, so only what was observed contributes.
+            prior = (weights.unsqueeze(-1) * torch.log_softmax(expert_logits, -1)).sum(1)
+            out = {**out, "logits": out["logits"] + prior}
+        return {**out, "weights": weights, "expert_logits": expert_logits}
+
     def forward(self, obs: Observation, speaker, ctx_fused, ctx_speaker, ctx_valid) -> dict[str, torch.Tensor]:
         """One step per utterance: context arrives as the stored fused vectors of the last K utterances."""
         fused, weights, expert_logits = self.fusion(obs)
         out = self.contextualise(fused, speaker, ctx_fused, ctx_speaker, ctx_valid)
-        return {**out, "weights": weights, "expert_logits": expert_logits}
+        return self._with_experts(out, weights, expert_logits)
 
     def forward_dialogues(self, obs: Observation, speaker, window) -> dict[str, torch.Tensor]:
         """Training path: all utterances of some dialogues concatenated ([N, ...]) and ``window`` [N, K]
@@ -244,7 +255,7 @@ class ContextModel(nn.Module):
         ctx_fused = fused[idx] * valid.unsqueeze(-1).to(fused.dtype)
         ctx_speaker = torch.where(valid, speaker[idx], torch.zeros_like(idx))
         out = self.contextualise(fused, speaker, ctx_fused, ctx_speaker, valid)
-        return {**out, "weights": weights, "expert_logits": expert_logits}
+        return self._with_experts(out, weights, expert_logits)
 
 
 def window_indices(lengths: list[int], context: int) -> torch.Tensor:

@@ -228,7 +228,7 @@ def soup_runs(runs: list[Path], out: Path) -> dict:
     model.load_state_dict({f"encoder.{k}": v for k, v in state.items()}, strict=False)
     trained = {"soup_of": [{"run": r.name, **m["trained"]} for r, m in zip(runs, metas, strict=True)]}
     return {"version": save_adapter(out, model, cfg, lora, trained), "runs": [r.name for r in runs],
-            "config": cfg.to_dict()}
+            "config": cfg.to_dict(), "splits": json.loads((runs[0] / "text_adapter.json").read_text())["splits"]}
 
 
 def _run_rows(runs: list[Path]) -> list[str]:
@@ -253,8 +253,8 @@ def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
         f"Wall time: {r['wall_s']:.0f} s on {r['machine']}  ",
         f"Shipped: `model_repository/text_encoder/1/adapter.safetensors` version `{r['version']}`",
         "",
-        "Data: MELD train minus 10 % of dialogues (8884 utterances) for gradient steps; the held-out 10 % (1105)",
-        "choose each seed's epoch; MELD dev (1109) is only measured. Figures are the encoder's own training head",
+        f"Data: MELD train minus 10 % of dialogues ({r['splits']['fit']} utterances) for gradient steps; the held-out 10 %",
+        f"({r['splits']['val']}) choose each seed's epoch; MELD dev ({r['splits']['dev']}) is only measured. Figures are the encoder's own training head",
         "(no dialogue context model); the pipeline figure, with the fusion/context model on top, is in `fusion.md`.",
         "",
     ]
