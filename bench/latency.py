@@ -10,7 +10,8 @@ audio + 5 face crops. Stages of each utterance:
   emit→read the event's emitted_at_ms -> read: transaction commit and a read_committed consumer's
             fetch (it can exceed `rest`: the fusion often emits before the gateway's reply lands)
 
-Each encoder service is also timed on its own (Encode, same inputs). Baseline in the same run: the
+Text carries its context (the turns before it, merc.context_text) as a client sends it. Each encoder
+service is also timed on its own (Encode, same inputs). Baseline in the same run: the
 same utterances through the embedded pipeline (same models in-process, no servers).
 
     .venv/bin/python bench/latency.py --utterances 100
@@ -34,6 +35,7 @@ from PIL import Image
 from merc.bus import make_bus
 from merc.bus.base import ConsumerSpec
 from merc.config import Settings, settings
+from merc.context_text import causal_context
 from merc.embedded import EmbeddedPipeline
 from merc.manifest import Utterance
 from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2, gateway_pb2, gateway_pb2_grpc
@@ -78,9 +80,15 @@ def percentiles(ms: list[float]) -> dict:
             "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
 
 
+def context(i: int) -> str:
+    """What a client sends as context_text for utterance i (as merc analyze --remote does): the turns before it."""
+    return causal_context([("AB"[j % 2] == "AB"[i % 2], SENTENCES[j % len(SENTENCES)]) for j in range(i)])
+
+
 def request(conv: str, i: int, mix: tuple[str, ...], audio: bytes, faces: list[bytes]) -> gateway_pb2.AnalyzeUtteranceRequest:
     req = gateway_pb2.AnalyzeUtteranceRequest(
-        utterance=common_pb2.UtteranceRef(conversation_id=conv, sequence=i, speaker="AB"[i % 2]), text=SENTENCES[i % len(SENTENCES)])
+        utterance=common_pb2.UtteranceRef(conversation_id=conv, sequence=i, speaker="AB"[i % 2]), text=SENTENCES[i % len(SENTENCES)],
+        context_text=context(i))
     if "audio" in mix:
         req.audio.data = audio
     if "vision" in mix:
@@ -140,7 +148,7 @@ def run_encoders(cfg, n: int, audio: bytes, faces: list[bytes]) -> dict:
         for i in range(n):
             req = encoder_pb2.EncodeRequest(utterance=common_pb2.UtteranceRef(conversation_id=conv, sequence=i))
             if modality == "text":
-                req.text = SENTENCES[i % len(SENTENCES)]
+                req.text, req.context_text = SENTENCES[i % len(SENTENCES)], context(i)
             elif modality == "audio":
                 req.audio.data = audio
             else:
@@ -211,7 +219,10 @@ def main() -> None:
         md.append(f"| {name} | {s['total']['n']} | {s['total']['p50']:.1f} | {s['total']['p95']:.1f} | {s['total']['p99']:.1f} | "
                   f"{s['fan-out']['p50']:.1f} | {s['rest']['p50']:.1f} | {s['delivery']['p50']:.1f} | {e['p50']:.1f} | "
                   f"{r['ratio_p50_stack_over_embedded']:.2f} | {r['stack']['lost']} | {r['stack']['degraded']} |")
-    md += ["", "All times in ms. Each encoder service alone (Encode, same inputs):", "",
+    md += ["", "All times in ms. fan-out: the gateway call (encoders in parallel + Kafka produce + reply); rest: reply → "
+           "event read; emit→read: the event's emitted_at_ms → read (commit + fetch; it can exceed rest, as the fusion "
+           "often emits before the reply lands). Text carries its context (the three turns before it, "
+           "merc.context_text), as in the embedded baseline. Each encoder service alone (Encode, same inputs):", "",
            "| encoder | n | p50 | p95 | p99 |", "|---|---|---|---|---|"]
     for m, p in report["encoders"].items():
         md.append(f"| {m} | {p['n']} | {p['p50']:.1f} | {p['p95']:.1f} | {p['p99']:.1f} |")
