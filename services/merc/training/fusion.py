@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from merc import calibration as cal
-from merc import metrics, progress, quality
-from merc.context_text import causal_context
+from merc import context_text, metrics, progress, quality
 from merc.data import fer2013, ravdess
 from merc.data.meld import Dialogue, holdout_split, load_split
 from merc.labels import LABELS, MODALITIES, SENTIMENTS
@@ -151,7 +150,8 @@ def _contexts(dialogues: list[Dialogue]) -> tuple[list[str], list[str]]:
     for d in dialogues:
         for i, u in enumerate(d.utterances):
             texts.append(u.text)
-            contexts.append(causal_context([(p.speaker_index == u.speaker_index, p.text) for p in d.utterances[:i]]))
+            earlier = d.utterances[max(0, i - context_text.TURNS) : i]
+            contexts.append(context_text.causal_context([(p.speaker_index == u.speaker_index, p.text) for p in earlier]))
     return texts, contexts
 
 

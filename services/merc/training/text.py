@@ -68,7 +68,7 @@ def examples(dialogues: list[Dialogue], turns: int = context_text.TURNS, speaker
     texts, contexts, emo, sent = [], [], [], []
     for d in dialogues:
         for i, u in enumerate(d.utterances):
-            history = [(p.speaker_index == u.speaker_index, p.text) for p in d.utterances[:i]]
+            history = [(p.speaker_index == u.speaker_index, p.text) for p in d.utterances[max(0, i - turns) : i]]
             texts.append(te.normalise_text(u.text))
             contexts.append(context_text.causal_context(history, turns, speakers))
             emo.append(u.emotion)
@@ -231,12 +231,17 @@ def soup_runs(runs: list[Path], out: Path) -> dict:
             "config": cfg.to_dict(), "splits": json.loads((runs[0] / "text_adapter.json").read_text())["splits"]}
 
 
+def _soup_dev_wf1(run: Path) -> float:
+    """A run's own soup's dev weighted F1 (the sweep's runs recorded it as ``dev_weighted_f1``)."""
+    s = json.loads((run / "text_adapter.json").read_text()).get("soup", {})
+    return s["dev"]["weighted_f1"] if "dev" in s else s.get("dev_weighted_f1", np.nan)
+
+
 def _run_rows(runs: list[Path]) -> list[str]:
     rows = []
     for r in runs:
         j = json.loads((r / "text_adapter.json").read_text())
-        c, seeds = j["config"], j["per_seed"]
-        soup_dev = j["soup"]["dev"]["weighted_f1"] if isinstance(j.get("soup", {}).get("dev"), dict) else j.get("soup", {}).get("dev_weighted_f1")
+        c, seeds, soup_dev = j["config"], j["per_seed"], _soup_dev_wf1(r)
         rows.append(f"| {r.name} ({j['wall_s']:.0f} s, {j['machine'].split(',')[0]}) | {c['context_turns']} | {'yes' if c['context_speakers'] else 'no'} | {c['lora']['rank']} | "
                     f"{c['lr']:g} | {c['epochs']} | {c['class_weight_power']:g} | "
                     f"{pm([s['val_weighted_f1'] for s in seeds])} | {pm([s['dev']['weighted_f1'] for s in seeds])} | "
@@ -360,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     elif "per_seed" in r:
         figures = "weighted F1 " + pm([s["dev"]["weighted_f1"] for s in r["per_seed"]])
     else:
-        own = [json.loads((run / "text_adapter.json").read_text()).get("soup", {}) for run in args.soup]
-        own = [o["dev"]["weighted_f1"] if isinstance(o.get("dev"), dict) else o.get("dev_weighted_f1", np.nan) for o in own]
+        own = [_soup_dev_wf1(run) for run in args.soup]
         figures = (f"soup of runs {', '.join(r['runs'])}, whose own 3-seed soups (with their training heads) scored "
                    f"weighted F1 {pm(own)}; the shipped soup is measured downstream")
     meta = json.loads((args.out / "config.json").read_text())
