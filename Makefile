@@ -66,7 +66,7 @@ buf-lint: $(BUF)
 # Retrains every model from ../shared/data. The shipped text, audio and face weights were trained with
 # DEVICE=cuda (same code; on one H100/H200: text ~3 min for 3 seeds, audio ~3 min a seed, vision ~5 min
 # for 3 seeds); on 2 CPU cores (the default, deterministic) expect text ~4.5 h, audio ~7 h and vision ~7 h
-# (measured smaller recipes scaled by compute), fusion ~20 min, eval ~2 min. Fusion goes last: it reads the encoders.
+# (measured smaller recipes scaled by compute), fusion ~3 min, eval ~2 min. Fusion goes last: it reads the encoders.
 DEVICE ?= cpu
 models: install
 	$(VENV)/bin/merc train text --device $(DEVICE)

@@ -12,7 +12,8 @@ Protocol (honest by construction):
 - modality dropout and corruption (noise, clipping, blur, occlusion, darkness) in training;
 - 10 % of the MELD train dialogues are held out for early stopping and for choosing the seed
   to ship, on their text alone (their voices and faces could only come from the training pools);
-  MELD dev is never used for either;
+  MELD dev is never used for either; what they score, and what ships, is the moving average of
+  the weights (``FusionTrainConfig.ema``; ``python -m merc.training.fusion_sweep`` compares decays);
 - temperature and conformal threshold are fitted on dev per availability pattern; the dev
   figures for them are cross-fitted (fit on half the dev dialogues, measure on the other).
 """
@@ -66,6 +67,13 @@ class FusionTrainConfig(DictConfig):
     # distribution, as a fraction of the MELD utterances: without them the fusion would impose MELD's
     # class prior (47 % neutral) on a lone voice clip or face.
     standalone: float = 0.1
+    # Exponential moving average of the weights after every step (decay per step; 0 = off), started at
+    # the initialisation: the average is what early stopping scores and what ships. The text embeddings
+    # of training dialogues are ones the adapter has fitted, so the last step's weights chase them; the
+    # average generalises better (held-out-train text 0.620 vs 0.615, 3 seeds; fusion_sweep.md). At the
+    # usual stopping epoch (2-3, ~230 steps each) 3-10 % of it is still the initialisation, a shrinkage
+    # that helped: a warm-up that follows the weights early (decay min(ema, t/(t+9))) scored 0.619.
+    ema: float = 0.995
     # The experts' residual keeps a lone voice clip or face near its encoder's answer (fusion.md).
     model: ContextConfig = field(default_factory=lambda: ContextConfig(expert_residual=True))
 
@@ -303,12 +311,16 @@ def train_one(data: Data, cfg: FusionTrainConfig, seed: int, log=print) -> tuple
     if data.recorded is None:
         val = val.with_mask(pairing.pattern_mask(len(val.mask), ("text",)))
 
+    average = copy.deepcopy(model) if cfg.ema > 0 else model
     best, best_f1, best_epoch, stale = None, -1.0, 0, 0
     for epoch in progress.steps(range(1, cfg.epochs + 1), "fusion: epochs (early stopping may end sooner)"):
         model.train()
         fit = data.draw("fit", rng, cfg)  # redrawn every epoch
         n = len(fit.split.lengths)
         order = rng.permutation(n)
+        # At most about an epoch of memory, so a small manifest's few steps per epoch do not leave the
+        # average at the initialisation (on MELD, ~230 steps an epoch, cfg.ema itself applies).
+        decay = min(cfg.ema, 1.0 - cfg.dialogues_per_batch / max(n, cfg.dialogues_per_batch))
         for start in range(0, n, cfg.dialogues_per_batch):
             out, rows = run(model, fit, order[start : start + cfg.dialogues_per_batch])
             y = torch.from_numpy(fit.split.emotion[rows])
@@ -322,9 +334,13 @@ def train_one(data: Data, cfg: FusionTrainConfig, seed: int, log=print) -> tuple
             opt.zero_grad()
             loss.backward()
             opt.step()
-        f1 = metrics.weighted_f1(data.val.emotion, predict(model, val)["logits"].argmax(1), len(LABELS))
+            if average is not model:
+                with torch.no_grad():
+                    for a, p in zip(average.parameters(), model.parameters(), strict=True):
+                        a.lerp_(p, 1.0 - decay)
+        f1 = metrics.weighted_f1(data.val.emotion, predict(average, val)["logits"].argmax(1), len(LABELS))
         if f1 > best_f1:
-            best, best_f1, best_epoch, stale = copy.deepcopy(model.state_dict()), f1, epoch, 0
+            best, best_f1, best_epoch, stale = copy.deepcopy(average.state_dict()), f1, epoch, 0
         else:
             stale += 1
             if stale >= cfg.patience:
@@ -567,6 +583,8 @@ MODEL_CARD = """# Model card: MERC fusion network ({version})
   modalities are correlated and recorded differently, the text-only figures are the trustworthy ones.
   Retrain on a real paired corpus (your own manifest with `label`, or MELD raw media / IEMOCAP) with
   `merc train fusion` once the loaders for it are pointed at your data.
+- **Training**: class-weighted cross-entropy with AdamW; what ships is the moving average of the
+  weights (decay {ema} per step), early-stopped on held-out MELD train dialogues' text.
 - **Metrics (MELD dev, {seeds} seeds)**: text only weighted F1 {wf1_text}; all three modalities (paired
   protocol) {wf1_all}; per-pattern table, ECE and conformal coverage in `bench/results/fusion.md`.
 - **Calibration**: temperature and split-conformal threshold ({coverage:.0%} coverage) per
@@ -599,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--standalone", type=float, default=FusionTrainConfig.standalone,
                    help="share of one-utterance voice-only and face-only conversations in training (their own label prior)")
+    p.add_argument("--ema", type=float, default=FusionTrainConfig.ema,
+                   help="decay of the weights' moving average that is scored and shipped (0: the last step's weights)")
     p.add_argument("--no-expert-residual", dest="expert_residual", action="store_false",
                    help="emotion logits from the context head alone, without the gated experts' log-posteriors added")
     p.add_argument("--manifest", type=Path, help="train on your own paired data: a conversation manifest with `label` on every line")
@@ -614,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = root / ".cache"
     results = args.results or root / "bench" / "results"
     t0 = time.time()
-    cfg = FusionTrainConfig(epochs=epochs, standalone=args.standalone,
+    cfg = FusionTrainConfig(epochs=epochs, standalone=args.standalone, ema=args.ema,
                             model=ContextConfig(expert_residual=args.expert_residual))
     if args.manifest is not None:
         return train_recorded(load_recorded(repository, args.manifest, args.dev_manifest, log), cfg,
@@ -640,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration["fitted_on"] = "MELD dev with paired RAVDESS actors 19-20 / FER2013 publictest half B, per pattern"
     mean_wf1 = lambda k: pm([s["patterns"][k]["weighted_f1"] for s in per_seed])  # noqa: E731
     card = MODEL_CARD.replace("{version}", "{{version}}").format(
-        k=cfg.model.context, seeds=seeds, wf1_text=mean_wf1("text"), wf1_all=mean_wf1("text+audio+vision"), coverage=coverage)
+        k=cfg.model.context, ema=cfg.ema, seeds=seeds, wf1_text=mean_wf1("text"), wf1_all=mean_wf1("text+audio+vision"), coverage=coverage)
     version = save(repository / "fusion" / "1", model, calibration,
                    {"seed": per_seed[ship]["seed"], "epoch": per_seed[ship]["epoch"],
                     "report": "bench/results/fusion.md"}, data.encoders, card)
