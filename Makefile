@@ -11,13 +11,14 @@ BUF_VERSION := 1.47.2
 BUF := .tools/buf/node_modules/.bin/buf
 PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) protos/merc/v1/*.proto
 
-.PHONY: help install run test up down proto proto-check buf-lint models bench clean
+.PHONY: help install run test lint up down proto proto-check buf-lint models bench clean
 
 help:
 	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
-	@echo "make test    install, start Kafka/PostgreSQL/Triton locally, run all tests, stop them"
+	@echo "make test    install, lint, start Kafka/PostgreSQL/Triton locally, run all tests, stop them"
+	@echo "make lint    ruff and the dead-code check (part of make test)"
 	@echo "make up      the full local stack + services; make down stops it"
-	@echo "make models  retrain the models from ../shared/data"
+	@echo "make models  retrain the models from the corpora in MERC_DATA_DIR"
 	@echo "make bench   latency, throughput and load on the local stack + model quality: bench/results/"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
 	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
@@ -34,8 +35,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/merc analyze examples/conversation.jsonl $(ARGS)
 
-test: install
+test: install lint
 	deploy/local/test.sh
+
+# Style, import order and likely bugs (ruff.toml), then dead code: names only frameworks call are in deploy/lint/vulture_allow.py.
+lint: install
+	$(VENV)/bin/ruff check services tests bench model_repository examples
+	$(VENV)/bin/vulture services bench model_repository deploy/lint/vulture_allow.py --min-confidence 60 --exclude services/merc/v1
+	@echo "lint: ok"
 
 up: install
 	deploy/local/stack.sh up all
@@ -63,7 +70,7 @@ buf-lint: $(BUF)
 	$(BUF) lint
 	@echo "buf lint: ok"
 
-# Retrains every model from ../shared/data. The shipped text, audio and face weights were trained with
+# Retrains every model from the corpora in MERC_DATA_DIR (merc.data). The shipped text, audio and face weights were trained with
 # DEVICE=cuda (same code; on one H100/H200: text ~3 min for 3 seeds, audio ~3 min a seed, vision ~5 min
 # for 3 seeds); on 2 CPU cores (the default, deterministic) expect text ~4.5 h, audio ~7 h and vision ~7 h
 # (measured smaller recipes scaled by compute), fusion ~3 min, eval ~2 min. Fusion goes last: it reads the encoders.

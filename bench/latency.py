@@ -10,7 +10,7 @@ audio + 5 face crops. Stages of each utterance:
   emit→read the event's emitted_at_ms -> read: transaction commit and a read_committed consumer's
             fetch (it can exceed `rest`: the fusion often emits before the gateway's reply lands)
 
-Text carries its context (the turns before it, merc.context_text) as a client sends it. Each encoder
+Text carries its context (the turns before it, merc.pipeline.text_context) as a client sends it. Each encoder
 service is also timed on its own (Encode, same inputs). Baseline in the same run: the
 same utterances through the embedded pipeline (same models in-process, no servers).
 
@@ -32,13 +32,20 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from merc.analyze.embedded import EmbeddedPipeline
+from merc.analyze.manifest import Utterance
 from merc.bus import make_bus
 from merc.bus.base import ConsumerSpec
-from merc.config import Settings, settings
-from merc.context_text import causal_context
-from merc.embedded import EmbeddedPipeline
-from merc.manifest import Utterance
-from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2, gateway_pb2, gateway_pb2_grpc
+from merc.pipeline.text_context import causal_context
+from merc.runtime.config import Settings, settings
+from merc.v1 import (
+    common_pb2,
+    encoder_pb2,
+    encoder_pb2_grpc,
+    events_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 SENTENCES = [
     "Thanks for calling, how can I help you today?",
@@ -222,7 +229,7 @@ def main() -> None:
     md += ["", "All times in ms. fan-out: the gateway call (encoders in parallel + Kafka produce + reply); rest: reply → "
            "event read; emit→read: the event's emitted_at_ms → read (commit + fetch; it can exceed rest, as the fusion "
            "often emits before the reply lands). Text carries its context (the three turns before it, "
-           "merc.context_text), as in the embedded baseline. Each encoder service alone (Encode, same inputs):", "",
+           "merc.pipeline.text_context), as in the embedded baseline. Each encoder service alone (Encode, same inputs):", "",
            "| encoder | n | p50 | p95 | p99 |", "|---|---|---|---|---|"]
     for m, p in report["encoders"].items():
         md.append(f"| {m} | {p['n']} | {p['p50']:.1f} | {p['p95']:.1f} | {p['p99']:.1f} |")

@@ -26,7 +26,7 @@ import numpy as np
 
 from merc.bus import make_bus
 from merc.bus.base import ConsumerSpec
-from merc.config import settings
+from merc.runtime.config import settings
 from merc.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 
 SENTENCES = [

@@ -35,14 +35,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from merc.analyze.embedded import EmbeddedPipeline
+from merc.analyze.manifest import Utterance
 from merc.bus import make_bus
 from merc.bus.base import ConsumerSpec
-from merc.config import Settings, settings
-from merc.embedded import EmbeddedPipeline
-from merc.encoder.plugins import PLUGINS
 from merc.inference.local import LocalInference
 from merc.inference.triton import TritonInference
-from merc.manifest import Utterance
+from merc.pipeline.modalities import PLUGINS
+from merc.runtime.config import Settings, settings
 from merc.v1 import common_pb2, encoder_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,10 @@ def in_process(audio: bytes, n: int) -> dict:
     cfg = Settings(inference="local", torch_threads=1)
     inference = LocalInference(None, 1)
     text, voice = PLUGINS["text"](inference, cfg), PLUGINS["audio"](inference, cfg)
-    req_text = lambda i: encoder_pb2.EncodeRequest(text=SENTENCES[i % len(SENTENCES)])  # noqa: E731
+
+    def req_text(i: int) -> encoder_pb2.EncodeRequest:
+        return encoder_pb2.EncodeRequest(text=SENTENCES[i % len(SENTENCES)])
+
     req_audio = encoder_pb2.EncodeRequest(audio=encoder_pb2.Audio(data=audio))
     t_vec, a_vec = text.encode(req_text(0)).vector, voice.encode(req_audio).vector
     models = {
@@ -124,7 +127,7 @@ def stack(cfg, gateway: str, audio: bytes, clients: int, seconds: float) -> dict
         sent = [0] * clients
         stop = time.monotonic() + seconds
 
-        def client(k: int) -> None:
+        def client(k: int, mix=mix, prefix=prefix, stop=stop, sent=sent) -> None:
             stub = gateway_pb2_grpc.GatewayServiceStub(grpc.insecure_channel(gateway))
             seq = 0
             while time.monotonic() < stop:

@@ -6,13 +6,12 @@ them, and for each a FER2013 publictest face of the same emotion, upscaled into 
     .venv/bin/python examples/demo_video.py /tmp/call.mp4
     .venv/bin/merc analyze /tmp/call.mp4
 
-Needs ../shared/data (or MERC_DATA_DIR). The file stays on your machine; do not publish it
+Needs the RAVDESS corpus (MERC_DATA_DIR). The file stays on your machine; do not publish it
 (RAVDESS is CC BY-NC-SA, FER2013 research use).
 """
 
 from __future__ import annotations
 
-import io
 import sys
 import tarfile
 

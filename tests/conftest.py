@@ -24,7 +24,7 @@ def _require(*names: str):
     `make test` starts them and sets MERC_REQUIRE_STACK=1, so a missing
     component fails the run instead of skipping it.
     """
-    from merc.config import Settings
+    from merc.runtime.config import Settings
 
     cfg = Settings()
     addresses = {

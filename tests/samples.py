@@ -64,7 +64,7 @@ def media_file(path, talk=((1.0, 3.0), (5.0, 7.0)), seconds=8.0, fps=10, audio=T
             vs.pix_fmt = "yuv420p"
         aus = out.add_stream("aac", rate=rate, layout="mono") if audio else None
         if vs is not None:
-            for i in range(int(seconds * fps)):
+            for _ in range(int(seconds * fps)):
                 for packet in vs.encode(av.VideoFrame.from_ndarray(face, format="rgb24")):
                     out.mux(packet)
             out.mux(vs.encode(None))

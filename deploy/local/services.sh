@@ -56,7 +56,7 @@ start_one() {
   # Ready when gRPC health says SERVING.
   for _ in $(seq 1 120); do
     if ! alive "$name"; then echo "$name exited; last log lines:" >&2; tail -n 50 "$MERC_RUN_DIR/logs/$name.log" >&2; exit 1; fi
-    if "$PY" -m merc.healthcheck "127.0.0.1:$port" >/dev/null 2>&1; then echo "$name ready on 127.0.0.1:$port"; return; fi
+    if "$PY" -m merc.runtime.healthcheck "127.0.0.1:$port" >/dev/null 2>&1; then echo "$name ready on 127.0.0.1:$port"; return; fi
     sleep 0.5
   done
   echo "$name not ready after 60 s; last log lines:" >&2; tail -n 50 "$MERC_RUN_DIR/logs/$name.log" >&2; exit 1

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from merc.bus import make_bus
-from merc import monitoring, security, telemetry
-from merc.config import settings
-from merc.encoder.encoding import Encoder
-from merc.encoder.plugins import plugin
+from merc.bus import make_bus, topics
 from merc.encoder.server import EncoderServicer
 from merc.inference import make_inference
-from merc.serving import Server, setup_logging
+from merc.pipeline.encoder import Encoder
+from merc.pipeline.modalities import plugin
+from merc.runtime import monitoring, security, telemetry
+from merc.runtime.config import settings
+from merc.runtime.serving import Server, setup_logging
 from merc.v1 import encoder_pb2_grpc
 
 log = logging.getLogger("merc.encoder")
@@ -25,7 +25,7 @@ def main() -> None:
     bus = make_bus(cfg)
     producer = bus.producer()
     modality = plugin(cfg.encoder_modality, inference, cfg)
-    encoder = Encoder(modality, producer, cfg.topic(f"embeddings.{modality.name}"), cfg.tenant, cfg.pseudonym_secret)
+    encoder = Encoder(modality, producer, cfg.topic(topics.embeddings(modality.name)), cfg.tenant, cfg.pseudonym_secret)
     options = security.server_options(cfg)
     # Tracing and metrics outermost: calls the key check refuses are traced and counted too.
     options["interceptors"] = [telemetry.ServerTracing(), monitoring.ServerMetrics(), *options["interceptors"]]

@@ -6,9 +6,9 @@ import logging
 
 import grpc
 
-from merc.encoder.encoding import Encoder
-from merc.encoder.plugins import InvalidInput
 from merc.inference import InferenceUnavailable
+from merc.pipeline.encoder import Encoder
+from merc.pipeline.modalities import InvalidInput
 from merc.v1 import encoder_pb2, encoder_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 from merc.bus import make_bus
-from merc import monitoring, security, telemetry
-from merc.config import settings
-from merc.fusion.processor import FusionProcessor
 from merc.inference import make_inference
-from merc.serving import Server, setup_logging
+from merc.pipeline.fusion import FusionProcessor
+from merc.runtime import monitoring, security, telemetry
+from merc.runtime.config import settings
+from merc.runtime.serving import Server, setup_logging
 from merc.store import Store
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from merc.bus import make_bus
-from merc import monitoring, security, telemetry
-from merc.config import settings
+from merc.bus import make_bus, topics
 from merc.gateway.hub import EventHub
 from merc.gateway.server import GatewayServicer
 from merc.gateway.web import serve as serve_web
-from merc.serving import Server, setup_logging
+from merc.runtime import monitoring, security, telemetry
+from merc.runtime.config import settings
+from merc.runtime.serving import Server, setup_logging
 from merc.store import Store
 from merc.v1 import encoder_pb2_grpc, gateway_pb2_grpc
-
 
 # gRPC's reconnect backoff grows to 2 minutes by default: an encoder back from a restart would sit
 # unused that long, its modality missing from every event. Retry the connection every second.
@@ -29,7 +28,7 @@ def main() -> None:
                 for m, url in urls.items() if url}
     encoders = {m: encoder_pb2_grpc.EncoderServiceStub(channel) for m, channel in channels.items()}
     bus = make_bus(cfg)
-    hub = EventHub(bus, cfg.topic("emotions"))
+    hub = EventHub(bus, cfg.topic(topics.EMOTIONS))
     hub.start()
     producer = bus.producer()  # erasure tombstones
     store = Store(cfg.database_url)

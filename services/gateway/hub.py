@@ -42,7 +42,7 @@ class EventHub:
         try:
             while not self._stop.is_set():
                 for m in consumer.poll(timeout_ms=200):
-                    if m.value is None:  # an erasure tombstone (merc.privacy): no event to forward
+                    if m.value is None:  # an erasure tombstone (merc.runtime.privacy): no event to forward
                         self._forget(dict(m.headers).get("tenant", b"").decode(), (m.key or b"").decode())
                         continue
                     try:

@@ -1,6 +1,6 @@
 """GatewayService: AnalyzeUtterance, StreamConversation, GetConversation, EraseConversation.
 
-Every call acts for the tenant of its API key (merc.security): requests naming another tenant are
+Every call acts for the tenant of its API key (merc.runtime.security): requests naming another tenant are
 refused, reads and erasure are scoped to it.
 """
 
@@ -15,14 +15,20 @@ from concurrent import futures
 
 import grpc
 
-from merc import privacy, security, telemetry
-from merc.context_text import ContextMemory
 from merc.bus import Producer
-from merc.events import to_event
 from merc.gateway.hub import EventHub
-from merc.join import MODALITY_ENUMS
+from merc.pipeline.events import to_event
+from merc.pipeline.join import MODALITY_ENUMS
+from merc.pipeline.text_context import ContextMemory
+from merc.runtime import privacy, security, telemetry
 from merc.store import Store
-from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from merc.v1 import (
+    common_pb2,
+    encoder_pb2,
+    encoder_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,59 +92,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             self._streams.release()
 
     def _stream(self, requests, context: grpc.ServicerContext):
-        watched: set[tuple[str, str]] = set()
-        waiting: set[tuple[str, str, int]] = set()
-        lock = threading.Lock()
-        merged: queue.Queue = queue.Queue()  # EmotionEvents from the hub, Rejected from this stream
-        requests_done = threading.Event()
-
-        recent = ContextMemory()  # this stream's memory only; dropped with it
-
-        def consume_requests() -> None:
-            try:
-                for req in requests:
-                    ref = req.utterance.utterance
-                    key = (security.tenant(self.tenant), ref.conversation_id)
-                    if not req.utterance.context_text and key in recent:
-                        req.utterance.context_text = recent.context(key, ref.speaker)
-                    recent.remember(key, ref.speaker, req.utterance.text)
-                    with lock:
-                        # Watch before sending, so the event cannot slip past.
-                        if ref.conversation_id and key not in watched:
-                            watched.add(key)
-                            self.hub.watch(key, merged)
-                        waiting.add((*key, ref.sequence))
-                    response, error = self._analyze(req.utterance)
-                    if error is not None:
-                        with lock:
-                            waiting.discard((*key, ref.sequence))
-                        merged.put(gateway_pb2.Rejected(utterance=ref, code=error[0].name, errors=response.errors, reason=error[1]))
-            finally:
-                requests_done.set()
-
+        stream = _Stream(self)
         # The caller's tenant and key live in context variables: carry them into the reader thread.
-        threading.Thread(target=contextvars.copy_context().run, args=(consume_requests,), daemon=True).start()
-        last = time.monotonic()
+        threading.Thread(target=contextvars.copy_context().run, args=(stream.consume, requests), daemon=True).start()
         try:
-            while context.is_active():
-                with lock:
-                    done = requests_done.is_set() and not waiting
-                if done or time.monotonic() - last > self.stream_idle_s:
-                    return
-                try:
-                    event = merged.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                last = time.monotonic()
-                if isinstance(event, gateway_pb2.Rejected):
-                    yield gateway_pb2.StreamConversationResponse(rejected=event)
-                    continue
-                with lock:
-                    waiting.discard((event.utterance.tenant, event.utterance.conversation_id, event.utterance.sequence))
-                yield gateway_pb2.StreamConversationResponse(event=event)
+            yield from stream.responses(context)
         finally:
-            for key in watched:
-                self.hub.unwatch(key, merged)
+            stream.close()
 
     def _analyze(self, request: gateway_pb2.AnalyzeUtteranceRequest) -> tuple[gateway_pb2.AnalyzeUtteranceResponse, tuple | None]:
         """Fan one utterance out to the encoders; (response, None) or (partial response, (code, message))."""
@@ -217,3 +177,70 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             return security.check_tenant(requested, self.tenant)
         except PermissionError as e:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+
+
+class _Stream:
+    """One StreamConversation: a reader thread sends utterances, the call's thread yields their events.
+
+    Events come from the hub for every conversation the stream has sent to; rejections from the
+    reader. The stream is done once the client closed its side and every accepted utterance has
+    its event, or after ``stream_idle_s`` without one.
+    """
+
+    def __init__(self, gateway: GatewayServicer) -> None:
+        self.gateway = gateway
+        self.watched: set[tuple[str, str]] = set()
+        self.waiting: set[tuple[str, str, int]] = set()
+        self.lock = threading.Lock()
+        self.merged: queue.Queue = queue.Queue()  # EmotionEvents from the hub, Rejected from the reader
+        self.requests_done = threading.Event()
+        self.recent = ContextMemory()  # this stream's memory only; dropped with it
+
+    def consume(self, requests) -> None:
+        try:
+            for req in requests:
+                self._send(req.utterance)
+        finally:
+            self.requests_done.set()
+
+    def _send(self, utterance: gateway_pb2.AnalyzeUtteranceRequest) -> None:
+        ref = utterance.utterance
+        key = (security.tenant(self.gateway.tenant), ref.conversation_id)
+        context_text = self.recent.next(key, ref.speaker, utterance.text)
+        if not utterance.context_text:  # a client that sends its own context keeps it
+            utterance.context_text = context_text
+        with self.lock:
+            # Watch before sending, so the event cannot slip past.
+            if ref.conversation_id and key not in self.watched:
+                self.watched.add(key)
+                self.gateway.hub.watch(key, self.merged)
+            self.waiting.add((*key, ref.sequence))
+        response, error = self.gateway._analyze(utterance)
+        if error is not None:
+            with self.lock:
+                self.waiting.discard((*key, ref.sequence))
+            self.merged.put(gateway_pb2.Rejected(utterance=ref, code=error[0].name, errors=response.errors, reason=error[1]))
+
+    def responses(self, context: grpc.ServicerContext):
+        last = time.monotonic()
+        while context.is_active():
+            with self.lock:
+                done = self.requests_done.is_set() and not self.waiting
+            if done or time.monotonic() - last > self.gateway.stream_idle_s:
+                return
+            try:
+                event = self.merged.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            last = time.monotonic()
+            if isinstance(event, gateway_pb2.Rejected):
+                yield gateway_pb2.StreamConversationResponse(rejected=event)
+                continue
+            with self.lock:
+                self.waiting.discard((event.utterance.tenant, event.utterance.conversation_id, event.utterance.sequence))
+            yield gateway_pb2.StreamConversationResponse(event=event)
+
+    def close(self) -> None:
+        for key in self.watched:
+            self.gateway.hub.unwatch(key, self.merged)
+

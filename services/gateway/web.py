@@ -4,7 +4,7 @@ HTTP on MERC_HTTP_PORT (0 = off), on MERC_BIND_HOST; HTTPS with the gRPC server'
 MERC_TLS_CERT_FILE/KEY_FILE are set (client certificates required when MERC_TLS_CLIENT_CA_FILE is).
 The standard library's ThreadingHTTPServer is enough for one page and three small endpoints:
 
-  GET /                                   the page (merc/web/, inlined by merc.timeline.render_page)
+  GET /                                   the page (merc/web/, inlined by merc.analyze.timeline.render_page)
   GET /api/conversations                  the caller's tenant's conversations the hub saw lately
   GET /api/conversations/ID               the stored timeline: latest revision of each utterance
   GET /api/conversations/ID/events        server-sent events from the EventHub, one JSON per event
@@ -37,10 +37,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from merc import security, timeline
-from merc.events import to_event
+from merc.analyze import timeline
 from merc.gateway.hub import EventHub
-from merc.labels import LABELS
+from merc.pipeline.events import to_event
+from merc.pipeline.labels import LABELS
+from merc.runtime import security
 from merc.store import Store
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- routing -----------------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p]
         query = parse_qs(url.query)
@@ -116,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, "GET only", {"Allow": "GET"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815 (read-only: nothing to change here)
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # read-only: nothing to change here
 
     # ---- endpoints ---------------------------------------------------------------------------
 
@@ -202,7 +203,7 @@ class Handler(BaseHTTPRequestHandler):
         # The path only: a query may carry an API key (?key=), and ids are the caller's business.
         log.debug("%s %s %s", self.command, urlsplit(self.path).path.split("/")[1:3], code)
 
-    def log_message(self, format, *args) -> None:  # noqa: A002
+    def log_message(self, format, *args) -> None:  # http.server's signature
         log.debug("http: " + format, *args)
 
 
@@ -242,7 +243,7 @@ class WebServer:
 
 
 def tls_context(settings) -> ssl.SSLContext | None:
-    """The gRPC server's TLS settings (merc.security) for HTTPS; None: plain HTTP."""
+    """The gRPC server's TLS settings (merc.runtime.security) for HTTPS; None: plain HTTP."""
     if not (settings.tls_cert_file or settings.tls_key_file):
         return None
     if not (settings.tls_cert_file and settings.tls_key_file):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from merc import progress
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -24,7 +23,10 @@ def _print_table(rows: list[dict]) -> None:
     for col in ("#", "speaker", "emotion", "conf", "prediction set", "sentiment", "modalities", "valence/arousal"):
         table.add_column(col, no_wrap=col not in ("prediction set", "modalities"))
     for r in rows:
-        where = f"line {r['line']}" if "line" in r else f"{r.get('conversation', '')}#{r.get('utterance', '?')}" if len(conversations) > 1 else str(r.get("utterance", "?"))
+        if "line" in r:
+            where = f"line {r['line']}"
+        else:
+            where = f"{r.get('conversation', '')}#{r.get('utterance', '?')}" if len(conversations) > 1 else str(r.get("utterance", "?"))
         if r.get("label") is None:
             table.add_row(where, r.get("speaker", ""), "[red]error[/red]", "", r.get("error", ""), "", "", "")
             continue
@@ -47,7 +49,7 @@ def _print_table(rows: list[dict]) -> None:
 
 def _line_count(path: str) -> int | None:
     """Lines of a manifest (a progress bar's total); None for a recording, whose utterances are found as it goes."""
-    from merc.segment import is_media_file
+    from merc.analyze.segment import is_media_file
 
     if is_media_file(Path(path)):
         return None
@@ -65,14 +67,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     events = []  # for --html
     if args.remote:
-        from merc.remote import analyze_remote
+        from merc.analyze.remote import analyze_remote
 
         rows = analyze_remote(args.manifest, args.remote, timeout_s=args.timeout)
     else:
-        from merc.config import Settings
-        from merc.embedded import EmbeddedPipeline
+        from merc.analyze.embedded import EmbeddedPipeline
+        from merc.runtime.config import Settings
 
-        pipeline = EmbeddedPipeline(Settings(inference="local", torch_threads=args.threads), db_path=args.db)
+        cfg = Settings(inference="local", **({"torch_threads": args.threads} if args.threads else {}))
+        pipeline = EmbeddedPipeline(cfg, db_path=args.db)
         try:
             rows = []
             for result in progress.steps(pipeline.analyze(args.manifest), "analysing utterances", _line_count(args.manifest)):
@@ -88,7 +91,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     if args.html:
-        from merc import timeline
+        from merc.analyze import timeline
 
         failed_lines = sum(1 for r in rows if r.get("label") is None)
         Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name, failed_lines=failed_lines), encoding="utf-8")
@@ -102,7 +105,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from merc.config import settings
+    from merc.runtime.config import settings
     from merc.store import Store
 
     store = Store(args.url or settings().database_url)
@@ -112,7 +115,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from merc.security import hash_key, new_key
+    from merc.runtime.security import hash_key, new_key
 
     key = new_key()
     print(f"API key for tenant {args.tenant!r} (give it to the client; it is not stored anywhere):\n  {key}")
@@ -121,9 +124,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from merc import privacy
     from merc.bus import make_bus
-    from merc.config import settings
+    from merc.runtime import privacy
+    from merc.runtime.config import settings
     from merc.store import Store
 
     cfg = settings()
@@ -161,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from merc import evaluate
+    from merc.evaluation import evaluate
 
     try:
         return _needs_data(lambda: evaluate.main(args.command, args.rest))
@@ -191,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the same view the gateway serves live)")
     a.add_argument("--remote", metavar="GATEWAY", help="send through a running gateway (host:port) and read the events from Kafka")
     a.add_argument("--db", help="embedded mode: keep the SQLite database at this path")
-    a.add_argument("--threads", type=int, default=int(os.environ.get("MERC_TORCH_THREADS", "2")), help="torch threads (embedded mode)")
+    a.add_argument("--threads", type=int, help="torch threads (embedded mode; default MERC_TORCH_THREADS, 2)")
     a.add_argument("--timeout", type=float, default=60.0, help="--remote: seconds to wait for the events")
     a.set_defaults(func=cmd_analyze)
 

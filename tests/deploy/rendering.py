@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pytest
@@ -106,7 +106,7 @@ def helm_template(values: Path | None = None, sets: tuple[str, ...] = (), check:
                *values_args(values, sets), *extra, check=check)
 
 
-@lru_cache(maxsize=None)
+@cache
 def render(name: str, kube_version: str = KUBE_VERSIONS[-1]) -> tuple[dict, ...]:
     """Every object `helm template` renders for one of VALUES (hooks and test hooks included)."""
     out = helm_template(VALUES[name], kube_version=kube_version).stdout

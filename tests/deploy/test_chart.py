@@ -38,7 +38,6 @@ from .rendering import (
     values_args,
 )
 
-
 # What each values file renders (kind -> count), hooks and the `helm test` objects included.
 EXPECTED_KINDS = {
     "default": {"ConfigMap": 1, "Deployment": 5, "HorizontalPodAutoscaler": 4, "Job": 1, "NetworkPolicy": 8, "Pod": 1,
@@ -296,9 +295,9 @@ def test_every_pod_is_locked_down(name):
 
 @pytest.mark.parametrize("name", VALUES)
 def test_services_are_probed_on_grpc_health_and_triton_on_its_ready_endpoint(name):
-    """Native gRPC probes; with TLS (which they do not speak) merc.healthcheck over TLS, exec'd in the pod."""
+    """Native gRPC probes; with TLS (which they do not speak) merc.runtime.healthcheck over TLS, exec'd in the pod."""
     tls = effective_values(name)["tls"]["enabled"]
-    assert (REPO / "services/merc/healthcheck.py").is_file()
+    assert (REPO / "services/merc/runtime/healthcheck.py").is_file()
     for obj in render(name):
         if obj["kind"] not in ("Deployment", "StatefulSet"):
             continue
@@ -312,7 +311,7 @@ def test_services_are_probed_on_grpc_health_and_triton_on_its_ready_endpoint(nam
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if tls:
                 assert "grpc" not in c[probe], (obj["metadata"]["name"], probe)
-                assert c[probe]["exec"]["command"] == ["python", "-m", "merc.healthcheck", f"127.0.0.1:{port}"]
+                assert c[probe]["exec"]["command"] == ["python", "-m", "merc.runtime.healthcheck", f"127.0.0.1:{port}"]
                 assert c[probe]["timeoutSeconds"] >= 5, "an exec probe starts a Python interpreter"
             else:
                 assert c[probe]["grpc"] == {"port": port}, (obj["metadata"]["name"], probe)
@@ -667,7 +666,7 @@ def test_grpc_tls_reaches_every_service_and_helm_test(name):
     tls = effective_values(name)["tls"]
     serving = {"MERC_TLS_CERT_FILE", "MERC_TLS_KEY_FILE", "MERC_TLS_CA_FILE"}
     client = {"MERC_TLS_CLIENT_CERT_FILE", "MERC_TLS_CLIENT_KEY_FILE"} if tls["mutual"] else set()
-    for comp, spec, c, env in merc_pods(name):
+    for comp, _spec, _c, env in merc_pods(name):
         if not tls["enabled"] or kind_of(comp) in ("migration", "retention"):  # no gRPC there
             expected = set()
         elif comp == "test":
@@ -686,7 +685,7 @@ def test_only_the_encoders_get_the_pseudonym_secret_and_from_a_secret(name):
     docs, values = render(name), effective_values(name)
     secret = values["privacy"]["pseudonymSecret"]
     chart_secrets = {o["metadata"]["name"]: o for o in objects(docs, "Secret") if not is_hook(o)}
-    for comp, spec, c, env in merc_pods(name):
+    for comp, _spec, c, _env in merc_pods(name):
         var = next((e for e in c.get("env") or [] if e["name"] == "MERC_PSEUDONYM_SECRET"), None)
         if kind_of(comp) != "encoder" or not (secret["existingSecret"] or secret["value"]):
             assert var is None, comp

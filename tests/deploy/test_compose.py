@@ -7,7 +7,16 @@ from __future__ import annotations
 import re
 import shlex
 
-from .rendering import COMPOSE, REPO, compose_config, compose_envs, local_default, local_topics, run, tool
+from .rendering import (
+    COMPOSE,
+    REPO,
+    compose_config,
+    compose_envs,
+    local_default,
+    local_topics,
+    run,
+    tool,
+)
 
 MERC_SERVICES = {"encoder-text", "encoder-audio", "encoder-vision", "fusion", "gateway"}
 ONE_SHOT = {"kafka-init", "migrate"}
@@ -65,7 +74,7 @@ def test_merc_services_are_checked_on_their_own_grpc_health_port():
     for name in MERC_SERVICES:
         env = envs[name]
         port = next(v for k, v in env.items() if k.endswith("_PORT") and k != "MERC_KAFKA_PORT")
-        assert services()[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "merc.healthcheck", f"127.0.0.1:{port}"]
+        assert services()[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "merc.runtime.healthcheck", f"127.0.0.1:{port}"]
 
 
 def test_addresses_point_at_compose_services():

@@ -1,7 +1,7 @@
-"""One source of truth for configuration: services/merc/config.py.
+"""One source of truth for configuration: services/merc/runtime/config.py.
 
 Every variable the Helm chart or docker-compose.yml sets for a MERC service is a MERC_<FIELD> of
-merc.config.Settings (or one of the few standard variables below, each with its reason), every
+merc.runtime.config.Settings (or one of the few standard variables below, each with its reason), every
 service gets the settings it cannot run without, the values parse as the services parse them, and
 where the chart and compose set a generic setting they use the services' own default."""
 
@@ -13,9 +13,17 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import ValidationError
 
-from merc.config import Settings
+from merc.runtime.config import Settings
 
-from .rendering import FIELD, SECRET, VALUES, chart_envs, compose_config, compose_envs, render
+from .rendering import (
+    FIELD,
+    SECRET,
+    VALUES,
+    chart_envs,
+    compose_config,
+    compose_envs,
+    render,
+)
 
 FIELDS = {f"MERC_{name.upper()}": name for name in Settings.model_fields}
 
@@ -46,7 +54,9 @@ SECRET_VALUES = ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD", "MERC_PSEUDONY
 DEPLOYMENT_SPECIFIC = {"kafka_bootstrap", "database_url", "triton_url", "text_encoder_url", "audio_encoder_url",
                        "vision_encoder_url", "bind_host", "fusion_instance", "kafka_ssl_cafile", "encoder_modality",
                        "encoder_port", "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
-                       "kafka_sasl_password"}
+                       "kafka_sasl_password",
+                       # 2 by default for a laptop's embedded run; deployments pin one thread per process.
+                       "torch_threads"}
 
 # compose service -> the chart component it is
 COMPOSE_ROLES = {"encoder-text": "encoder-text", "encoder-audio": "encoder-audio", "encoder-vision": "encoder-vision",
@@ -72,7 +82,7 @@ def unknown(env: dict[str, str]) -> list[str]:
 
 def bind_host_hint(names: list[str]) -> str:
     if "MERC_BIND_HOST" in names:
-        return ("\nMERC_BIND_HOST: the services listen on 127.0.0.1 (merc.serving.Server's default host), which no "
+        return ("\nMERC_BIND_HOST: the services listen on 127.0.0.1 (merc.runtime.serving.Server's default host), which no "
                 "other pod or container can reach. Add `bind_host: str = \"127.0.0.1\"` to Settings and pass "
                 "cfg.bind_host to Server(...) in services/{encoder,fusion,gateway}/__main__.py.")
     return ""
@@ -110,7 +120,7 @@ def parse(monkeypatch, env: dict[str, str]) -> Settings:
 def test_every_variable_the_chart_sets_is_a_setting(values):
     for comp, env in chart_envs(render(values)).items():
         bad = unknown(env)
-        assert not bad, f"{comp} sets {bad}: not fields of merc.config.Settings{bind_host_hint(bad)}"
+        assert not bad, f"{comp} sets {bad}: not fields of merc.runtime.config.Settings{bind_host_hint(bad)}"
 
 
 @pytest.mark.parametrize("values", VALUES)
@@ -190,7 +200,7 @@ def test_every_variable_compose_sets_is_a_setting():
     assert set(envs) == set(COMPOSE_ROLES)
     for service, env in envs.items():
         bad = unknown(env)
-        assert not bad, f"compose service {service} sets {bad}: not fields of merc.config.Settings{bind_host_hint(bad)}"
+        assert not bad, f"compose service {service} sets {bad}: not fields of merc.runtime.config.Settings{bind_host_hint(bad)}"
 
 
 def test_every_service_gets_what_it_needs_from_compose():

@@ -12,7 +12,16 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from .rendering import REPO, WORKLOAD_KINDS, VALUES, compose_config, pod_spec, render, run, tool
+from .rendering import (
+    REPO,
+    VALUES,
+    WORKLOAD_KINDS,
+    compose_config,
+    pod_spec,
+    render,
+    run,
+    tool,
+)
 
 SERVICES_DOCKERFILE = REPO / "deploy/docker/Dockerfile"
 TRITON_DOCKERFILE = REPO / "deploy/docker/Dockerfile.triton"
@@ -44,11 +53,60 @@ def test_base_images_are_pinned_and_the_final_user_is_not_root(dockerfile):
     assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
 
 
-def test_torch_pins_satisfy_the_project():
+def project_requirements() -> list[str]:
+    """The core's and every extra's requirements."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    spec = next(SpecifierSet(d[len("torch"):]) for d in project["dependencies"] if re.match(r"torch\W", d))
+    return [*project["dependencies"], *(r for reqs in project["optional-dependencies"].values() for r in reqs)]
+
+
+def extras_closure(*extras: str) -> set[str]:
+    """pyproject.toml's extras these pull in (merc[...] references followed), themselves included."""
+    defined = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    seen, todo = set(), [e.strip() for e in extras]
+    while todo:
+        extra = todo.pop()
+        assert extra in defined, f"merc[{extra}] is not an extra of pyproject.toml"
+        if extra not in seen:
+            seen.add(extra)
+            for r in defined[extra]:
+                m = re.fullmatch(r"merc\[([^\]]+)\]", r.replace(" ", ""))
+                todo += m.group(1).split(",") if m else []
+    return seen
+
+
+def test_torch_pins_satisfy_the_project():
+    specs = [SpecifierSet(d[len("torch"):].split(";")[0]) for d in project_requirements() if re.match(r"torch\W", d)]
+    assert specs
     for dockerfile in DOCKERFILES:
-        assert args_defaults(dockerfile.read_text())["TORCH_VERSION"] in spec
+        version = args_defaults(dockerfile.read_text())["TORCH_VERSION"]
+        assert all(version in spec for spec in specs), (dockerfile.name, version, specs)
+
+
+def test_images_install_the_extras_their_commands_need():
+    """The services image installs '.[EXTRA]': its default serves everything the chart runs in it (every
+    `merc serve`, and the helm test's `merc analyze --remote`: merc[client]); compose builds one image per
+    service with that service's extra; the Triton image installs what the models import (merc[models])."""
+    text = SERVICES_DOCKERFILE.read_text()
+    assert re.findall(r'pip install .*"/src\[\$\{EXTRA\}\]"', text)
+    defaults = set(re.findall(r"^ARG EXTRA=(\S+)", text, re.M))
+    assert len(defaults) == 1, f"the build and runtime stages disagree on EXTRA's default: {defaults}"
+    assert {"encoder", "fusion", "gateway", "client"} <= extras_closure(*defaults.pop().split(","))
+
+    need = {("serve", "encoder"): "encoder", ("serve", "fusion"): "fusion", ("serve", "gateway"): "gateway"}
+    builds = {}
+    for name, s in compose_config()["services"].items():
+        if not s.get("image", "").startswith("merc:"):
+            continue
+        assert s["build"]["dockerfile"] == "deploy/docker/Dockerfile", name
+        extra = s["build"].get("args", {}).get("EXTRA", args_defaults(text)["EXTRA"])
+        closure = extras_closure(*extra.split(","))  # an extra pyproject.toml defines
+        if tuple(s["command"][:2]) in need:
+            assert need[tuple(s["command"][:2])] in closure, f"{name} runs {s['command']} in an image built with EXTRA={extra}"
+        # One tag, one build: services sharing an image must build it alike.
+        assert builds.setdefault(s["image"], s["build"]) == s["build"], f"{name}: {s['image']} is built two ways"
+
+    assert '"/opt/merc/src[models]"' in TRITON_DOCKERFILE.read_text()
+    assert "models" in extras_closure("models")
 
 
 def test_the_triton_image_runs_the_projects_python_and_the_local_stacks_triton():

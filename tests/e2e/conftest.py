@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from conftest import REPO
+
 from merc.bus.base import ConsumerSpec
 from merc.bus.kafka import KafkaBus
 from merc.v1 import events_pb2, gateway_pb2_grpc

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from e2e.conftest import new_conversation
-from merc.healthcheck import check
+from merc.runtime.healthcheck import check
 from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2
 
 pytestmark = pytest.mark.e2e

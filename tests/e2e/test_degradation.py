@@ -11,12 +11,12 @@ import os
 import time
 
 import pytest
-
 from conftest import REPO
+from samples import face_png, voice_wav
+
 from e2e.conftest import new_conversation, services
 from e2e.test_multimodal_pipeline import A, T, V, request
 from merc.v1 import events_pb2
-from samples import face_png, voice_wav
 
 pytestmark = pytest.mark.e2e
 

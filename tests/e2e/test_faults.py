@@ -17,8 +17,8 @@ from collections import Counter
 
 import grpc
 import pytest
-
 from conftest import REPO
+
 from e2e.conftest import SERVICES, dialogue, new_conversation, services
 from merc.v1 import common_pb2, events_pb2, gateway_pb2
 
@@ -166,7 +166,7 @@ def test_a_second_fusion_instance_takes_over(running, gateway, reader):
     second = subprocess.Popen([str(REPO / ".venv/bin/python"), "-m", "merc.fusion"], env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60
-        from merc.healthcheck import check
+        from merc.runtime.healthcheck import check
 
         while not check("127.0.0.1:28071") and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -181,9 +181,9 @@ def test_a_second_fusion_instance_takes_over(running, gateway, reader):
 
 
 def test_poison_message_goes_to_the_dlq_and_the_partition_keeps_flowing(running, gateway, reader):
+    from e2e.test_text_pipeline import send
     from merc.bus.base import ConsumerSpec
     from merc.bus.kafka import KafkaBus
-    from e2e.test_text_pipeline import send
 
     conv = new_conversation()
     dlq = KafkaBus(running).consumer(ConsumerSpec([running.topic("dlq")], group_id=None, from_beginning=False))

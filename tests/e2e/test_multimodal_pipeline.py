@@ -4,10 +4,10 @@ import time
 
 import grpc
 import pytest
+from samples import face_png, voice_wav
 
 from e2e.conftest import new_conversation
 from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2
-from samples import face_png, voice_wav
 
 pytestmark = pytest.mark.e2e
 

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
 from conftest import REPO
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from samples import face_png, voice_wav
+
 from e2e.conftest import new_conversation
 from e2e.test_multimodal_pipeline import request
-from samples import face_png, voice_wav
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from e2e.conftest import dialogue, new_conversation
 from merc.v1 import common_pb2, gateway_pb2
 

@@ -8,7 +8,6 @@ import numpy as np
 import soundfile as sf
 from hypothesis import strategies as st
 from PIL import Image
-
 from samples import face_png, voice_wav
 
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from fuzz.common import count, fuzz, mutated
 from merc.bus.memory import MemoryBus
-from merc.config import Settings
-from merc.fusion.processor import EMBEDDING_TOPICS, FusionProcessor
+from merc.bus.topics import EMBEDDINGS as EMBEDDING_TOPICS
+from merc.pipeline.fusion import FusionProcessor
+from merc.runtime.config import Settings
 from merc.store import Store
 from merc.v1 import common_pb2, events_pb2
 

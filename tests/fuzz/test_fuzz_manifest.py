@@ -10,8 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fuzz.common import count, fuzz
-from merc import manifest, segment
-from merc.labels import LABELS
+from merc.analyze import manifest, segment
+from merc.pipeline.labels import LABELS
 
 KEYS = ("conversation", "utterance", "speaker", "text", "audio", "frames", "faces", "video", "start_ms", "end_ms", "label")
 BASE = Path("/manifests")

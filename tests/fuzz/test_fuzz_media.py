@@ -13,7 +13,15 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fuzz.common import count, fuzz, media_bytes, mutate, mutated
-from fuzz.seeds import AUDIO_SEEDS, CHANNELS, ENCODINGS, IMAGE_SEEDS, PCM_SEEDS, RATES, SQUARE
+from fuzz.seeds import (
+    AUDIO_SEEDS,
+    CHANNELS,
+    ENCODINGS,
+    IMAGE_SEEDS,
+    PCM_SEEDS,
+    RATES,
+    SQUARE,
+)
 from merc import media
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore::RuntimeWarning")]

@@ -18,21 +18,27 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import example, given
 from hypothesis import strategies as st
+from samples import face_png, voice_wav
 
 from fuzz.common import count, fuzz, media_bytes, mutated
 from fuzz.seeds import AUDIO_SEEDS, CHANNELS, ENCODINGS, IMAGE_SEEDS, PCM_SEEDS, RATES
-from merc import security
 from merc.bus.memory import MemoryBus
-from merc.config import Settings
-from merc.encoder.encoding import MAX_INT, Encoder
-from merc.encoder.plugins import PLUGINS
 from merc.encoder.server import EncoderServicer
 from merc.gateway.server import GatewayServicer
-from merc.serving import Server
+from merc.pipeline.encoder import MAX_INT, Encoder
+from merc.pipeline.modalities import PLUGINS
+from merc.runtime import security
+from merc.runtime.config import Settings
+from merc.runtime.serving import Server
 from merc.store import Store
-from merc.v1 import (common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2, gateway_pb2,
-                     gateway_pb2_grpc)
-from samples import face_png, voice_wav
+from merc.v1 import (
+    common_pb2,
+    encoder_pb2,
+    encoder_pb2_grpc,
+    events_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
@@ -44,7 +50,7 @@ UNDECODABLE = (grpc.StatusCode.INVALID_ARGUMENT, security.UNDECODABLE_MESSAGE)
 
 
 def _serve(add, servicer):
-    """As the services serve: merc.serving.Server with the production interceptors and limits."""
+    """As the services serve: merc.runtime.serving.Server with the production interceptors and limits."""
     server = Server(0, **security.server_options(Settings(inference="local", tenant=TENANT)))
     server.add(add, servicer, "fuzz")
     server.start()
@@ -71,7 +77,7 @@ def rpc(inference, tmp_path_factory):
     server, channel = _serve(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, gateway)
     servers.append(server)
     channels.append(channel)
-    yield {"bus": bus, "topics": topics, "encoders": stubs, "channels": dict(zip([*PLUGINS, "gateway"], channels)),
+    yield {"bus": bus, "topics": topics, "encoders": stubs, "channels": dict(zip([*PLUGINS, "gateway"], channels, strict=False)),
            "gateway": gateway_pb2_grpc.GatewayServiceStub(channel)}
     for s in servers:
         s.stop(None)
@@ -201,7 +207,7 @@ def test_encoders(rpc):
                                                faces=[FACE], audio=VALID.audio))
     def run(request):
         for name, stub in rpc["encoders"].items():
-            outcome = check_encode(rpc, name, request, lambda: stub.Encode(request, timeout=CALL_TIMEOUT_S))
+            outcome = check_encode(rpc, name, request, lambda stub=stub: stub.Encode(request, timeout=CALL_TIMEOUT_S))
             count(f"encoder[{name}].Encode", outcome)
 
     run()
@@ -268,7 +274,7 @@ def test_encoders_raw_bytes(rpc):
                 assert (raised.value.code(), raised.value.details()) == UNDECODABLE
                 count(f"encoder[{name}].Encode[bytes]", "undecodable")
             else:
-                count(f"encoder[{name}].Encode[bytes]", check_encode(rpc, name, request, lambda: call(data, timeout=CALL_TIMEOUT_S)))
+                count(f"encoder[{name}].Encode[bytes]", check_encode(rpc, name, request, lambda call=call: call(data, timeout=CALL_TIMEOUT_S)))
 
     run()
     assert_alive(rpc)

@@ -4,9 +4,9 @@ import uuid
 
 import numpy as np
 import pytest
+from unit.test_store import result
 
 from merc.store import Store
-from unit.test_store import result
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from merc.cli import main
-from merc.labels import LABELS
+from merc.pipeline.labels import LABELS
 
 
 @pytest.fixture(scope="module")

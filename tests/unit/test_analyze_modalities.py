@@ -3,11 +3,11 @@
 import json
 
 import pytest
-
-from merc.cli import main
-from merc.labels import LABELS
 from samples import face_png as _face
 from samples import voice_wav as _voice
+
+from merc.cli import main
+from merc.pipeline.labels import LABELS
 
 
 @pytest.fixture(scope="module")

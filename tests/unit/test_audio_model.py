@@ -5,9 +5,9 @@ import torch
 
 from merc.data.meld import DataUnavailable
 from merc.data.ravdess import VALIDATION_ACTORS, load_clips, parse_name, split_by_actor
-from merc.labels import LABELS
 from merc.models.audio_cnn import AudioCNN, AudioConfig
 from merc.models.audio_features import HOP, N_MELS, SAMPLE_RATE, log_mel, trim_silence
+from merc.pipeline.labels import LABELS
 
 
 def test_file_names_map_to_platform_labels(tmp_path):

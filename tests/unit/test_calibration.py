@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from merc import calibration as cal
+from merc.pipeline import calibration as cal
 
 
 def test_temperature_fit_recovers_the_generating_temperature():

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from merc.models.context_model import ContextConfig, ContextModel, Observation, window_indices
+from merc.models.context_model import (
+    ContextConfig,
+    ContextModel,
+    Observation,
+    window_indices,
+)
 
 torch.set_num_threads(2)
 CFG = ContextConfig(hidden=32, context=4, layers=2, heads=4)
@@ -46,7 +51,7 @@ def stepwise(model, obs, speaker, lengths):
             ctx_spk = torch.zeros(1, K, dtype=torch.long)
             valid = torch.zeros(1, K)
             past = history[-K:]
-            for j, (f, s) in enumerate(zip(past, speakers[-K:])):
+            for j, (f, s) in enumerate(zip(past, speakers[-K:], strict=False)):
                 slot = K - len(past) + j  # right-aligned, oldest first
                 ctx[0, slot], ctx_spk[0, slot], valid[0, slot] = f, s, 1
             out = model(obs[t : t + 1], speaker[t : t + 1], ctx, ctx_spk, valid)

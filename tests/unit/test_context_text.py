@@ -1,6 +1,6 @@
 """The conversation the text encoder reads before an utterance: format, bounds, causality."""
 
-from merc import context_text as ct
+from merc.pipeline import text_context as ct
 
 
 def test_most_recent_first_marked_relative_to_the_speaker_and_normalised():

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from merc.data import fer2013
-from merc.labels import LABELS
 from merc.models.face_cnn import FaceCNN, FaceConfig
+from merc.pipeline.labels import LABELS
 from merc.training.vision import augment
 
 

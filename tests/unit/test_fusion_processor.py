@@ -5,8 +5,8 @@ import pytest
 
 from merc.bus.base import ConsumerSpec
 from merc.bus.memory import MemoryBus
-from merc.config import Settings
-from merc.fusion.processor import FusionProcessor
+from merc.pipeline.fusion import FusionProcessor
+from merc.runtime.config import Settings
 from merc.store import Store
 from merc.v1 import common_pb2, events_pb2
 from unit.fakes import TinyInference
@@ -40,8 +40,18 @@ def parts(tmp_path):
     return MemoryBus(partitions=3), store, Settings(join_window_ms=200, fusion_instance="test")
 
 
-def run(bus, store, settings, steps=3):
-    p = FusionProcessor(bus, store, TinyInference(), settings)
+class Clock:
+    """Milliseconds that move only when a test says so: deadlines without sleeping."""
+
+    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def run(bus, store, settings, steps=3, clock=None):
+    p = FusionProcessor(bus, store, TinyInference(), settings, clock=clock or Clock())
     p.open()
     for _ in range(steps):
         p.step(poll_ms=0)
@@ -113,10 +123,10 @@ def test_pending_join_state_survives_a_restart(parts):
 def test_deadline_emits_degraded_and_late_modality_revises(parts):
     bus, store, settings = parts
     publish(bus, embedding("a", 0, "x", TEXT, expected=(TEXT, AUDIO)))
-    p = run(bus, store, settings, steps=1)
-    import time
-
-    time.sleep(0.25)
+    clock = Clock()
+    p = run(bus, store, settings, steps=1, clock=clock)
+    assert events(bus) == []  # within the join window: waiting for the audio
+    clock.now_ms += settings.join_window_ms
     p.step(poll_ms=0)
     [e] = events(bus)
     assert e.degraded and list(e.missing_modalities) == [AUDIO]

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from merc.bus.memory import MemoryBus
 from merc.gateway.hub import EventHub
 from merc.gateway.server import GatewayServicer
-from merc.serving import Server
+from merc.runtime.serving import Server
 from merc.store import Store
 from merc.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 

@@ -1,4 +1,4 @@
-from merc.join import Join
+from merc.pipeline.join import Join
 from merc.v1 import common_pb2, events_pb2
 
 TEXT, AUDIO, VISION = common_pb2.MODALITY_TEXT, common_pb2.MODALITY_AUDIO, common_pb2.MODALITY_VISION

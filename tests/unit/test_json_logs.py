@@ -11,15 +11,15 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from merc import monitoring, telemetry
 from merc.bus.memory import MemoryBus
-from merc.config import Settings
-from merc.encoder.encoding import Encoder
-from merc.encoder.plugins import TextPlugin
 from merc.encoder.server import EncoderServicer
 from merc.inference import InferenceUnavailable
 from merc.inference.local import LocalInference
-from merc.serving import Server, setup_logging
+from merc.pipeline.encoder import Encoder
+from merc.pipeline.modalities import TextPlugin
+from merc.runtime import monitoring, telemetry
+from merc.runtime.config import Settings
+from merc.runtime.serving import Server, setup_logging
 from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 
 SECRET_TEXT = "My account number is 4417 1234 5678 9113 and I am furious"
@@ -115,7 +115,7 @@ def test_logs_of_an_encode_never_contain_its_text(json_logs, local):
         assert fragment not in raw
     lines = json_logs()
     # Not vacuous: each call logged, inside its span.
-    access = [line for line in lines if line["logger"] == "merc.monitoring" and line["message"].startswith("Encode ")]
+    access = [line for line in lines if line["logger"] == "merc.runtime.monitoring" and line["message"].startswith("Encode ")]
     assert [line["message"].split()[1] for line in access] == ["OK", "INVALID_ARGUMENT", "UNAVAILABLE"]
     encodes = {f"{s.context.span_id:016x}": s for s in json_logs.spans.get_finished_spans() if s.name.endswith("/Encode")}
     assert all(line["span_id"] in encodes for line in access)

@@ -56,7 +56,7 @@ def test_a_soup_is_the_mean_of_the_merged_adapters():
     torch.manual_seed(0)
     base = Tiny()
     merged, states = [], []
-    for seed in range(3):
+    for _seed in range(3):
         m = Tiny()
         m.load_state_dict(base.state_dict())
         add_lora(m, CFG)

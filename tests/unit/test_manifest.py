@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from merc import manifest
+from merc.analyze import manifest
 
 
 def write(tmp_path, lines):

@@ -1,7 +1,7 @@
 import pytest
 
 from merc.data.meld import DataUnavailable, holdout_split, load_split
-from merc.labels import LABELS
+from merc.pipeline.labels import LABELS
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from merc import metrics
+from merc.evaluation import metrics
 
 
 def test_f1_scores_by_hand():

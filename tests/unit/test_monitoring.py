@@ -10,17 +10,23 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from merc import monitoring
 from merc.bus.memory import MemoryBus
-from merc.config import Settings
-from merc.encoder.encoding import Encoder
-from merc.encoder.plugins import TextPlugin
 from merc.encoder.server import EncoderServicer
-from merc.fusion.processor import FusionProcessor
 from merc.gateway.server import GatewayServicer
-from merc.serving import Server
+from merc.pipeline.encoder import Encoder
+from merc.pipeline.fusion import FusionProcessor
+from merc.pipeline.modalities import TextPlugin
+from merc.runtime import monitoring
+from merc.runtime.config import Settings
+from merc.runtime.serving import Server
 from merc.store import Store
-from merc.v1 import common_pb2, encoder_pb2_grpc, events_pb2, gateway_pb2, gateway_pb2_grpc
+from merc.v1 import (
+    common_pb2,
+    encoder_pb2_grpc,
+    events_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 from unit.fakes import TEXT_DIM, TinyInference
 
 TEXT, AUDIO = common_pb2.MODALITY_TEXT, common_pb2.MODALITY_AUDIO

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from merc.labels import LABELS
-from merc.training import pairing
+from merc.data import pairing
+from merc.pipeline.labels import LABELS
 
 
 def pool(n_per_label=3, variants=3, dim=4):

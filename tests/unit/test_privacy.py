@@ -3,10 +3,10 @@
 import json
 from datetime import UTC, datetime, timedelta
 
-from merc import privacy
-from merc.config import Settings
-from merc.embedded import EmbeddedPipeline
-from merc.manifest import Utterance
+from merc.analyze.embedded import EmbeddedPipeline
+from merc.analyze.manifest import Utterance
+from merc.runtime import privacy
+from merc.runtime.config import Settings
 from merc.store import Store
 from unit.test_store import result
 

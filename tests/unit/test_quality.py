@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from merc import incongruence, quality
+from merc.media import quality
+from merc.pipeline import incongruence
 
 RATE = 16_000
 
@@ -31,17 +32,16 @@ def test_noise_lowers_the_snr_estimate_and_clipping_is_seen():
 
 
 def test_voice_activity_finds_speech_and_not_noise():
-    from merc import vad
     from merc.data.meld import DataUnavailable
     from merc.data.ravdess import load_clips
-    from merc.media import decode_audio
+    from merc.media import decode_audio, vad
 
     noise = np.random.default_rng(0).standard_normal(2 * RATE).astype(np.float32) * 0.05
     assert vad.voiced_ratio(noise) < 0.05 and vad.speech_segments(noise[:100]) == []
     try:
         clip = load_clips()[0]
     except DataUnavailable:
-        pytest.skip("RAVDESS (../shared/data) is not on this machine")
+        pytest.skip("RAVDESS (MERC_DATA_DIR) is not on this machine")
     speech = decode_audio(clip.path.read_bytes())
     # RAVDESS clips hold one sentence between about a second of silence on each side.
     assert 0.25 < vad.voiced_ratio(speech) < 0.9

@@ -1,6 +1,7 @@
 import numpy as np
 
-from merc.store import Store, UtteranceResult
+from merc.pipeline.results import UtteranceResult
+from merc.store import Store
 
 
 def result(seq, speaker="a", label="joy", revision=0):

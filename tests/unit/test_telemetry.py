@@ -14,19 +14,26 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from merc import monitoring, telemetry
 from merc.bus.memory import MemoryBus
-from merc.config import Settings
-from merc.encoder.encoding import Encoder
-from merc.encoder.plugins import AudioPlugin, TextPlugin
 from merc.encoder.server import EncoderServicer
-from merc.fusion.processor import FusionProcessor
 from merc.gateway.hub import EventHub
 from merc.gateway.server import GatewayServicer
 from merc.inference.local import LocalInference
-from merc.serving import Server
+from merc.pipeline.encoder import Encoder
+from merc.pipeline.fusion import FusionProcessor
+from merc.pipeline.modalities import AudioPlugin, TextPlugin
+from merc.runtime import monitoring, telemetry
+from merc.runtime.config import Settings
+from merc.runtime.serving import Server
 from merc.store import Store
-from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2, gateway_pb2, gateway_pb2_grpc
+from merc.v1 import (
+    common_pb2,
+    encoder_pb2,
+    encoder_pb2_grpc,
+    events_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 from unit.fakes import TinyInference
 
 TEXT = "I can't believe you did that, it is wonderful."
@@ -249,7 +256,10 @@ def test_trace_headers_replace_a_stale_traceparent_and_ignore_garbage():
 def test_spans_reach_an_otlp_collector_when_an_endpoint_is_set(monkeypatch):
     from concurrent import futures
 
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+    from opentelemetry.proto.collector.trace.v1 import (
+        trace_service_pb2,
+        trace_service_pb2_grpc,
+    )
 
     received = []
 

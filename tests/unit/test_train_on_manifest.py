@@ -4,11 +4,11 @@ import json
 import shutil
 
 import numpy as np
-
 from conftest import REPO
+from samples import face_png, voice_wav
+
 from merc.models.predictor import FusionPredictor
 from merc.training import fusion
-from samples import face_png, voice_wav
 
 TEXTS = {"joy": ["That's wonderful news!", "I love it!"], "anger": ["Get out of my room!", "This is outrageous."],
          "neutral": ["It's on the table.", "Okay, see you at six."]}

@@ -1,7 +1,7 @@
 """Kafka SASL/SSL settings reach the Kafka client under kafka-python's own parameter names."""
 
 from merc.bus.kafka import KafkaBus
-from merc.config import Settings
+from merc.runtime.config import Settings
 
 
 def test_sasl_ssl_settings_reach_the_client(tmp_path):

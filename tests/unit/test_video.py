@@ -1,18 +1,18 @@
-"""Media files cut per utterance (merc.video) and bare recordings segmented by voice activity (merc.segment)."""
+"""Media files cut per utterance (merc.media.video) and bare recordings segmented by voice activity (merc.analyze.segment)."""
 
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
-
-from merc import manifest, segment, video
-from merc.cli import main
-from merc.embedded import NotInFile, attach_media
-from merc.encoder.plugins import InvalidInput
-from merc.media import MediaError
-from merc.v1 import encoder_pb2
 from samples import media_file, speech
+
+from merc.analyze import manifest, segment
+from merc.analyze.embedded import NotInFile, attach_media
+from merc.cli import main
+from merc.media import MediaError, video
+from merc.pipeline.modalities import InvalidInput
+from merc.v1 import encoder_pb2
 
 
 @pytest.fixture(scope="module")

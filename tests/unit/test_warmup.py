@@ -2,9 +2,9 @@
 
 import pytest
 
-from merc.config import Settings
-from merc.encoder.plugins import PLUGINS
 from merc.inference.local import LocalInference
+from merc.pipeline.modalities import PLUGINS
+from merc.runtime.config import Settings
 
 
 @pytest.fixture(scope="module")

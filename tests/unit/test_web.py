@@ -11,17 +11,17 @@ import ssl
 import time
 
 import pytest
-
 from conftest import REPO
-from merc import security, timeline
+
+from merc.analyze import timeline
 from merc.bus.memory import MemoryBus
-from merc.config import Settings
-from merc.events import to_event
 from merc.gateway.hub import EventHub
 from merc.gateway.web import WebApp, WebServer
-from merc.labels import LABELS
+from merc.pipeline.events import to_event
+from merc.pipeline.labels import LABELS
+from merc.runtime import security
+from merc.runtime.config import Settings
 from merc.store import Store
-from unit.test_security import pki  # noqa: F401 (a fixture: a throwaway CA and certificates)
 from unit.test_store import result
 
 KEY_A, KEY_B = security.new_key(), security.new_key()
@@ -139,7 +139,7 @@ def test_the_timeline_is_the_latest_revision_of_each_utterance(web):
 
 
 def test_event_json_uses_the_field_names_of_analyze_json():
-    from merc.embedded import LineResult
+    from merc.analyze.embedded import LineResult
 
     event = to_event(stored("t", "c", 2))
     mine, theirs = timeline.event_json(event), LineResult(None, event, line=3).to_json()
@@ -249,7 +249,7 @@ def test_an_idle_stream_ends_and_streams_are_capped(web):
     assert status == 200
 
 
-def test_https_with_the_grpc_servers_certificate(web, pki):  # noqa: F811
+def test_https_with_the_grpc_servers_certificate(web, pki):
     start, _ = web
     server = start(tenant="tenant-a", tls_cert_file=str(pki / "server.pem"), tls_key_file=str(pki / "server.key"))
     context = ssl.create_default_context(cafile=str(pki / "ca.pem"))

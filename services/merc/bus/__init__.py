@@ -3,7 +3,14 @@
 Business logic sees only these interfaces, never a Kafka client.
 """
 
-from merc.bus.base import Bus, Consumer, Message, Producer, TopicPartition, TransactionalProducer
+from merc.bus.base import (
+    Bus,
+    Consumer,
+    Message,
+    Producer,
+    TopicPartition,
+    TransactionalProducer,
+)
 
 __all__ = ["Bus", "Consumer", "Message", "Producer", "TopicPartition", "TransactionalProducer", "make_bus"]
 

@@ -13,7 +13,16 @@ from kafka import (
 )
 from kafka import TopicPartition as KafkaTopicPartition
 
-from merc.bus.base import Bus, Consumer, ConsumerSpec, Headers, Message, Producer, TopicPartition, TransactionalProducer
+from merc.bus.base import (
+    Bus,
+    Consumer,
+    ConsumerSpec,
+    Headers,
+    Message,
+    Producer,
+    TopicPartition,
+    TransactionalProducer,
+)
 
 log = logging.getLogger(__name__)
 

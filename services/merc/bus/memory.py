@@ -10,7 +10,16 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 
-from merc.bus.base import Bus, Consumer, ConsumerSpec, Headers, Message, Producer, TopicPartition, TransactionalProducer
+from merc.bus.base import (
+    Bus,
+    Consumer,
+    ConsumerSpec,
+    Headers,
+    Message,
+    Producer,
+    TopicPartition,
+    TransactionalProducer,
+)
 
 
 class MemoryBus(Bus):

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from merc.data.meld import DataUnavailable, data_root
-from merc.labels import FER2013, label_index
+from merc.pipeline.labels import FER2013, label_index
 
 SIZE = 48
 

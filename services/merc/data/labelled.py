@@ -1,8 +1,8 @@
 """A user's own paired multimodal data: a conversation manifest whose lines carry ``label``.
 
-Each line is encoded by the same plug-ins and models as live traffic (so training sees exactly
-what serving will), conversations keep their order, and speakers are numbered by first
-appearance. Lines without a known label, or where no modality could be encoded, are skipped
+Each line is encoded by the same plug-ins, models and request builder (merc.analyze.requests) as
+`merc analyze`, its text read with the same context, so training sees exactly what serving will.
+Conversations keep their order, and speakers are numbered by first appearance. Lines without a known label, or where no modality could be encoded, are skipped
 with a reason; a corpus that is mostly skipped is an error, not a quiet success.
 """
 
@@ -13,8 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from merc import manifest, quality
-from merc.labels import LABEL_INDEX, MODALITIES
+from merc.analyze import manifest
+from merc.analyze.requests import NotInFile, attach_media, encode_request
+from merc.media import quality
+from merc.pipeline.labels import LABEL_INDEX, MODALITIES
+from merc.pipeline.modalities import InvalidInput
+from merc.pipeline.text_context import ContextMemory
 
 
 @dataclass
@@ -29,13 +33,11 @@ class Recorded:
 
 
 def encode(path: str | Path, plugins: dict, dims: dict[str, int]) -> Recorded:
-    """``plugins``: modality -> encoder plug-in (merc.encoder.plugins); ``dims``: modality -> vector size."""
-    from merc.embedded import NotInFile, attach_media, request_for
-    from merc.encoder.plugins import InvalidInput
+    """``plugins``: modality -> encoder plug-in (merc.pipeline.modalities); ``dims``: modality -> vector size."""
 
     by_conv: dict[str, list] = {}
     skipped: list[str] = []
-    previous: dict[str, str] = {}
+    recent = ContextMemory()
     for item in manifest.read(path):
         if isinstance(item, manifest.ManifestError):
             skipped.append(str(item))
@@ -44,8 +46,9 @@ def encode(path: str | Path, plugins: dict, dims: dict[str, int]) -> Recorded:
             skipped.append(f"line {item.line}: label {item.label!r} is not one of {', '.join(LABEL_INDEX)}")
             continue
         got = {}
+        context = recent.next(item.conversation, item.speaker, item.text or "")
         for m in item.given:
-            request = request_for(item, "train", previous.get(item.conversation, ""))
+            request = encode_request(item, "train", context)
             try:
                 attach_media(item, request, m)
                 e = plugins[m].encode(request)
@@ -54,8 +57,6 @@ def encode(path: str | Path, plugins: dict, dims: dict[str, int]) -> Recorded:
                 pass  # a silent video or an audio-only file: the modality is simply absent
             except InvalidInput as err:
                 skipped.append(f"line {item.line}: {m}: {err} (modality left out)")
-        if "text" in item.given:
-            previous[item.conversation] = item.text
         if not got:
             skipped.append(f"line {item.line}: nothing could be encoded")
             continue

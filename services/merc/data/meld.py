@@ -1,7 +1,7 @@
 """MELD text annotations as dialogues (train_sent_emo.csv, dev_sent_emo.csv).
 
-The corpus lives outside the repository (``../shared/data`` relative to the
-project root, or ``$MERC_DATA_DIR``); where it is absent every entry point raises
+The corpus lives outside the repository (``MERC_DATA_DIR``, or a ``shared/data`` folder
+beside the checkout); where it is absent every entry point raises
 ``DataUnavailable`` so tests and scripts can skip with a clear message.
 
 Dialogue_ID restarts at 0 in each split, so a dialogue's key is ``"<split>/<id>"``.
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from merc.labels import MELD, SENTIMENT_INDEX, label_index
+from merc.pipeline.labels import MELD, SENTIMENT_INDEX, label_index
 
 SPLITS = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv"}
 
@@ -36,8 +35,8 @@ class Utterance:
     speaker: str
     speaker_index: int  # order of first appearance within the dialogue
     text: str
-    emotion: int  # index into merc.labels.LABELS
-    sentiment: int  # index into merc.labels.SENTIMENTS
+    emotion: int  # index into merc.pipeline.labels.LABELS
+    sentiment: int  # index into merc.pipeline.labels.SENTIMENTS
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,15 @@ def repo_root() -> Path:
 
 
 def data_root() -> Path:
-    """``$MERC_DATA_DIR`` if set, else ``<repo>/../shared/data``; raises DataUnavailable if missing."""
-    env = os.environ.get("MERC_DATA_DIR")
-    root = Path(env) if env else repo_root().parent / "shared" / "data"
+    """``MERC_DATA_DIR`` if set, else a ``shared/data`` folder beside the checkout; raises DataUnavailable if missing."""
+    from merc.runtime.config import settings
+
+    configured = settings().data_dir
+    root = Path(configured) if configured else repo_root().parent / "shared" / "data"
     if not root.is_dir():
         raise DataUnavailable(
             f"data folder {root} not found: MELD lives outside the repository "
-            "(set MERC_DATA_DIR or place it at ../shared/data)"
+            "(set MERC_DATA_DIR to the folder that holds the corpora)"
         )
     return root
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merc.data.meld import DataUnavailable, data_root
-from merc.labels import RAVDESS, label_index
+from merc.pipeline.labels import RAVDESS, label_index
 
 FOLDER = "ravdess-speech-16k"
 # The protocol: train on actors 1-16, validate on 17-20 (never mix actors).
@@ -21,7 +21,7 @@ VALIDATION_ACTORS = frozenset(range(17, 21))
 class Clip:
     path: Path
     actor: int
-    label: int  # index into merc.labels.LABELS
+    label: int  # index into merc.pipeline.labels.LABELS
     strong: bool
 
 

@@ -30,7 +30,7 @@ class InferenceClient(abc.ABC):
     def input_shapes(self, model: str) -> dict[str, list[int]]:
         """Input shapes without the batch dimension."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:  # an optional hook, so not abstract
         pass
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from merc import telemetry
 from merc.inference import InferenceClient, InferenceUnavailable
+from merc.runtime import telemetry
 
 
 class TritonInference(InferenceClient):

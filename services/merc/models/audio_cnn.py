@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from merc.models.layers import DictConfig, conv_stage
-
 from merc.models.audio_features import N_MELS
+from merc.models.layers import DictConfig, conv_stage
 
 
 @dataclass

@@ -11,7 +11,8 @@ from functools import lru_cache
 
 import torch
 
-SAMPLE_RATE = 16_000
+from merc.media import SAMPLE_RATE
+
 N_FFT = 512
 WIN = 400
 HOP = 160

@@ -5,7 +5,7 @@ Two stages, kept apart on purpose:
 1. ``ModalityFusion``: each utterance on its own -> a "fused" vector [H]: one expert per
    modality (text; voice and face through their encoders' own heads) mixed by a
    reliability gate that sees the missing-modality mask and the quality signals
-   (DESIGN.md §6). It depends on that utterance only, so the service can compute it
+   (ARCHITECTURE.md, "Models"). It depends on that utterance only, so the service can compute it
    once, store it, and hand it back as context for later utterances.
 2. ``contextualise``: the current fused vector plus the K previous ones of the same
    conversation (oldest first, right-aligned: slot K-1 is the immediately previous
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from merc.labels import MODALITIES
+from merc.media.quality import DIM as QUALITY_DIM
 from merc.models.layers import DictConfig
-from merc.quality import DIM as QUALITY_DIM
+from merc.pipeline.labels import MODALITIES
 
 N_MODALITIES = len(MODALITIES)  # mask / weight order: text, audio, vision
 
@@ -104,7 +104,7 @@ class PosteriorExpert(nn.Module):
 class ReliabilityGate(nn.Module):
     """Weights over the modality experts from what is present and how good it looks.
 
-    Inputs: the missing-modality mask, the quality vector (merc.quality) and each expert's own
+    Inputs: the missing-modality mask, the quality vector (merc.media.quality) and each expert's own
     confidence (max probability and normalised entropy), so a muffled mic or a blurred face
     shifts weight to the other modalities. Absent modalities get exactly zero weight.
     """

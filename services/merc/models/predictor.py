@@ -4,18 +4,18 @@ A version directory (``model_repository/fusion/1``) holds
 - ``config.json``: ContextConfig fields plus ``version``,
 - ``weights.safetensors``: the ContextModel state dict,
 - ``calibration.json``: per modality-availability pattern ``temperature`` and conformal
-  ``threshold`` (merc.calibration.fit_patterns), with a pooled ``default``.
+  ``threshold`` (merc.pipeline.calibration.fit_patterns), with a pooled ``default``.
 
 Triton's adapter (model_repository/fusion/1/model.py) and the in-process client both
 call ``FusionPredictor.infer``, so the two modes read the same files and run the same code.
 
 Inputs:  TEXT f32 [B,384], AUDIO f32 [B,128], VISION f32 [B,128] (zeros where absent),
-         MODALITY_MASK f32 [B,3] (text, audio, vision), QUALITY f32 [B,7] (merc.quality.features),
+         MODALITY_MASK f32 [B,3] (text, audio, vision), QUALITY f32 [B,7] (merc.media.quality.features),
          SPEAKER i64 [B,1], CTX_FUSED f32 [B,K,H], CTX_SPEAKER i64 [B,K], CTX_VALID f32 [B,K]
 Outputs: PROBS f32 [B,7] (softmax of LOGITS / the pattern's temperature), LOGITS f32 [B,7],
          SENTIMENT f32 [B,3], FUSED f32 [B,H], WEIGHTS f32 [B,3] (the gate's; 0 for absent),
          EXPERT_PROBS f32 [B,3,7] (each modality's own posterior), INCONGRUENCE f32 [B,1]
-         (merc.incongruence), IN_SET f32 [B,7] (1 for the labels of the split-conformal
+         (merc.pipeline.incongruence), IN_SET f32 [B,7] (1 for the labels of the split-conformal
          prediction set), COVERAGE f32 [B,1] (the set's stated coverage)
 """
 
@@ -28,12 +28,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from merc import incongruence
-from merc.calibration import for_pattern, pattern_key, prediction_set
 from merc.models.context_model import ContextConfig, ContextModel, Observation
+from merc.pipeline import incongruence
+from merc.pipeline.calibration import for_pattern, pattern_key, prediction_set
 
 INPUTS = ("TEXT", "AUDIO", "VISION", "MODALITY_MASK", "QUALITY", "SPEAKER", "CTX_FUSED", "CTX_SPEAKER", "CTX_VALID")
-OUTPUTS = ("PROBS", "LOGITS", "SENTIMENT", "FUSED", "WEIGHTS", "EXPERT_PROBS", "INCONGRUENCE", "IN_SET", "COVERAGE")
 
 
 class FusionPredictor:
@@ -49,16 +48,8 @@ class FusionPredictor:
         self.device = torch.device(device)
         self.model = ContextModel(self.config)
         self.model.load_state_dict(load_file(str(directory / "weights.safetensors")))
-        # eval(): no dropout, so a replay yields identical events (DESIGN.md §5).
+        # eval(): no dropout, so a replay yields identical events (ARCHITECTURE.md, exactly-once).
         self.model.to(self.device).eval()
-
-    @property
-    def K(self) -> int:
-        return self.config.context
-
-    @property
-    def H(self) -> int:
-        return self.config.hidden
 
     @property
     def version(self) -> str:
@@ -80,15 +71,11 @@ class FusionPredictor:
             "CTX_VALID": [c.context],
         }
 
-    @property
-    def conformal_coverage(self) -> float:
-        return self._coverage
-
     def _tensor(self, inputs: dict[str, np.ndarray], name: str, dtype, shape: tuple) -> torch.Tensor:
         if name not in inputs:
             raise KeyError(f"missing input {name}")
         a = np.asarray(inputs[name])
-        if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+        if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape, strict=False)):
             want = ",".join("B" if s is None else str(s) for s in shape)
             raise ValueError(f"{name} must have shape [{want}], got {list(a.shape)}")
         return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(self.device)
@@ -113,7 +100,10 @@ class FusionPredictor:
             self._tensor(inputs, "CTX_SPEAKER", np.int64, (b, c.context)),
             self._tensor(inputs, "CTX_VALID", np.float32, (b, c.context)) > 0.5,
         )
-        as_np = lambda t: t.float().cpu().numpy()  # noqa: E731
+
+        def as_np(t: torch.Tensor) -> np.ndarray:
+            return t.float().cpu().numpy()
+
         logits, mask_np = as_np(out["logits"]), as_np(mask)
         probs = np.zeros_like(logits)
         in_set = np.zeros_like(logits)

@@ -8,7 +8,7 @@ vectors match the published model card's.
 ``TextEncoder.infer`` is the dict-in/dict-out contract shared by the Triton
 adapter (model_repository/text_encoder/1/model.py) and the in-process client:
 {"TEXT": bytes [B, 1], optional "CONTEXT": bytes [B, 1] (the conversation before the
-utterance as merc.context_text formats it, "" for the first)} -> {"EMBEDDING": float32 [B, 384]}. With the MELD
+utterance as merc.pipeline.text_context formats it, "" for the first)} -> {"EMBEDDING": float32 [B, 384]}. With the MELD
 adapter that ``merc train text`` ships (merc.models.lora), the utterance is read in the
 light of its context; the plain model ignores the context.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from merc import context_text
-from merc.context_text import normalise_text
+from merc.pipeline import text_context
+from merc.pipeline.text_context import normalise_text
 
 DIM = 384
 NAME = "all-MiniLM-L6-v2"
@@ -96,14 +96,14 @@ def load_base(path: str | Path | None = None):
 
 
 def check_context_format(meta: dict, adapter: str | Path) -> None:
-    """Callers format the context (merc.context_text) before the encoder sees it, so an adapter trained
+    """Callers format the context (merc.pipeline.text_context) before the encoder sees it, so an adapter trained
     on another format would silently read it wrong: refuse it instead."""
     trained = (meta.get("context_turns", 1), meta.get("context_speakers", False))
-    if trained != (context_text.TURNS, context_text.SPEAKERS):
+    if trained != (text_context.TURNS, text_context.SPEAKERS):
         raise ValueError(f"text adapter {adapter} was trained with context_turns={trained[0]}, "
-                         f"context_speakers={trained[1]}, but merc.context_text formats "
-                         f"{context_text.TURNS} turns, speakers={context_text.SPEAKERS}: retrain it "
-                         "(merc train text) or change merc.context_text to match")
+                         f"context_speakers={trained[1]}, but merc.pipeline.text_context formats "
+                         f"{text_context.TURNS} turns, speakers={text_context.SPEAKERS}: retrain it "
+                         "(merc train text) or change merc.pipeline.text_context to match")
 
 
 class TextEncoder:

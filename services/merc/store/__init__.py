@@ -1,5 +1,5 @@
 """The store boundary: per-utterance results in PostgreSQL (deployments) or SQLite (embedded), via SQLAlchemy."""
 
-from merc.store.repository import Store, UtteranceResult
+from merc.store.repository import Store
 
-__all__ = ["Store", "UtteranceResult"]
+__all__ = ["Store"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select
@@ -11,38 +11,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from merc.pipeline.results import UtteranceResult
 from merc.store.tables import UtteranceRow
-
-
-@dataclass
-class UtteranceResult:
-    tenant: str
-    conversation_id: str
-    sequence: int
-    speaker: str
-    speaker_index: int
-    start_ms: int
-    end_ms: int
-    revision: int
-    event_id: str
-    label: str
-    confidence: float
-    probabilities: list[float]
-    sentiment: str
-    sentiment_probabilities: list[float]
-    prediction_set: list[str]
-    prediction_set_coverage: float
-    modalities: list[str]
-    weights: list[float]
-    missing: list[str]
-    degraded: bool
-    fused: np.ndarray
-    incongruence: float = 0.0
-    speaker_moods: dict = field(default_factory=dict)
-    conversation_mood: dict = field(default_factory=dict)
-    model_version: str = ""
-    latency_ms: int = 0
-    emitted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _to_row_values(r: UtteranceResult) -> dict:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, LargeBinary, MetaData, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -39,7 +48,7 @@ class UtteranceRow(Base):
     weights: Mapped[list] = mapped_column(JSON)
     missing: Mapped[list] = mapped_column(JSON)
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Disagreement of the per-modality posteriors, 0..1 (merc.incongruence).
+    # Disagreement of the per-modality posteriors, 0..1 (merc.pipeline.incongruence).
     incongruence: Mapped[float] = mapped_column(Float, default=0.0)
     # float32 bytes of the fused vector: the context of later utterances.
     fused: Mapped[bytes] = mapped_column(LargeBinary)

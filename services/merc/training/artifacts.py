@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from merc.labels import LABELS
+from merc.pipeline.labels import LABELS
 
 
 def sha256(path: Path) -> str:

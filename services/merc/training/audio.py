@@ -22,12 +22,13 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from merc import metrics, progress
+from merc import progress
 from merc.data.ravdess import Clip, load_clips, split_by_actor
-from merc.labels import LABELS
-from merc.training.artifacts import relative, save_model, write_report
+from merc.evaluation import metrics
 from merc.models.audio_cnn import AudioCNN, AudioConfig
 from merc.models.audio_features import SAMPLE_RATE, log_mel, trim_silence
+from merc.pipeline.labels import LABELS
+from merc.training.artifacts import relative, save_model, write_report
 
 CROP_S = 2.0
 

@@ -23,19 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from merc import metrics
-from merc.labels import LABELS
+from merc.data import fusion_examples
+from merc.evaluation import metrics
+from merc.pipeline.labels import LABELS
 from merc.training import fusion
 from merc.training.artifacts import pm, save_markdown
 
-_data: fusion.Data | None = None
+_data: fusion_examples.Data | None = None
 
 
 def _init(repository: Path, cache: Path) -> None:
     # Small models: one thread per worker process beats two threads in one.
     global _data
     torch.set_num_threads(1)
-    _data = fusion.load_data(repository, cache, log=lambda *a: None)
+    _data = fusion_examples.load_data(repository, cache, log=lambda *a: None)
 
 
 def _train(job: tuple[float, int]) -> dict:
@@ -43,7 +44,7 @@ def _train(job: tuple[float, int]) -> dict:
     cfg = dataclasses.replace(fusion.FusionTrainConfig(), ema=ema)
     t0 = time.time()
     model, info = fusion.train_one(_data, cfg, seed, log=lambda *a: None)
-    out = fusion.evaluate_patterns(model, fusion.dev_pairing(_data, cfg))
+    out = fusion_examples.evaluate_patterns(model, fusion_examples.dev_pairing(_data, cfg.p_clean, cfg.p_present))
     y = _data.dev.emotion
     dev = {k: metrics.weighted_f1(y, out[k]["logits"].argmax(1), len(LABELS)) for k in ("text", "text+audio+vision")}
     lone = {m: v["fusion"] for m, v in fusion.standalone_check(model, _data, cfg).items()}

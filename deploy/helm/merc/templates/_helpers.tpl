@@ -353,11 +353,11 @@ imagePullSecrets:
 
 {{/* Probes on the standard grpc.health.v1 service: (dict "root" $ "port" 28061 "startupFailures" 30).
      Native gRPC probes; with tls.enabled an exec probe instead (kubelet's gRPC probe speaks no TLS):
-     merc.healthcheck dials 127.0.0.1 with MERC_TLS_CA_FILE (and the client certificate, if mutual). */}}
+     merc.runtime.healthcheck dials 127.0.0.1 with MERC_TLS_CA_FILE (and the client certificate, if mutual). */}}
 {{- define "merc.healthAction" -}}
 {{- if .root.Values.tls.enabled }}
 exec:
-  command: ["python", "-m", "merc.healthcheck", "127.0.0.1:{{ .port }}"]
+  command: ["python", "-m", "merc.runtime.healthcheck", "127.0.0.1:{{ .port }}"]
 {{- else }}
 grpc:
   port: {{ .port }}

@@ -17,7 +17,7 @@ def run() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from merc.config import settings
+        from merc.runtime.config import settings
 
         url = settings().database_url
     engine = create_engine(url)

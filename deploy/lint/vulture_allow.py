@@ -1,0 +1,37 @@
+# Names vulture cannot see used: called by frameworks (Triton, gRPC, http.server, torch, Kafka, Alembic,
+# SQLAlchemy events, pydantic) or record fields read by name. `make lint` runs vulture with this list.
+ENCODER_STAGES
+TritonPythonModel
+_.EraseConversation
+_.StreamConversation
+_.allow_tf32
+_.close_connection
+_.do_GET
+_.forward
+_.initialize
+_.intercept_service
+_.intercept_stream_stream
+_.intercept_stream_unary
+_.intercept_unary_stream
+_.intercept_unary_unary
+_.log_message
+_.log_request
+_.on_partitions_assigned
+_.on_partitions_revoked
+_pragma
+address_family
+block_on_close
+branch_labels
+daemon_threads
+depends_on
+dialogue
+do_DELETE
+do_PATCH
+do_POST
+do_PUT
+down_revision
+downgrade
+model_config
+server_version
+strong
+timestamp_ms

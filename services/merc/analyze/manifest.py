@@ -1,0 +1,135 @@
+"""The conversation manifest: JSON lines, one utterance per line, paths relative to the file.
+
+    {"conversation": "d42", "utterance": 3, "speaker": "Joey", "text": "Great job.",
+     "audio": "clips/d42_u3.flac", "frames": ["faces/d42_u3_0.jpg"], "faces": [...],
+     "video": "media/d42.mp4", "start_ms": 1200, "end_ms": 3400, "label": "joy"}
+
+Every media field is optional; an absent one is a missing modality. ``video`` with
+``start_ms``/``end_ms`` means: cut that span's audio track and frames from the file (the whole
+file without them); an audio-only file (WAV, FLAC, MP3, ...) there gives the audio alone. This is
+a stable public format: keep it backward compatible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from merc.pipeline.labels import LABELS
+
+# Files in the `video` field that can only give audio.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"})
+
+
+class ManifestError(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+
+
+@dataclass
+class Utterance:
+    line: int
+    conversation: str
+    utterance: int
+    speaker: str = ""
+    text: str | None = None
+    audio: Path | None = None
+    frames: list[Path] = field(default_factory=list)
+    faces: list[Path] = field(default_factory=list)
+    video: Path | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    label: str | None = None
+
+    @property
+    def given(self) -> list[str]:
+        """Modalities the line offers, by name."""
+        out = []
+        if self.text is not None and self.text.strip():
+            out.append("text")
+        if self.audio is not None or self.video is not None:
+            out.append("audio")
+        if self.frames or self.faces or (self.video is not None and self.video.suffix.lower() not in AUDIO_SUFFIXES):
+            out.append("vision")
+        return out
+
+
+_STRING = ("conversation", "speaker", "text", "audio", "video", "label")
+_INT = ("utterance", "start_ms", "end_ms")
+_LIST = ("frames", "faces")
+
+
+def _check(obj: dict, line: int) -> None:
+    for key in _STRING:
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ManifestError(line, f"{key!r} must be a string, got {type(obj[key]).__name__}")
+    for key in _INT:
+        v = obj.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ManifestError(line, f"{key!r} must be a non-negative integer, got {v!r}")
+    for key in _LIST:
+        v = obj.get(key)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(p, str) for p in v)):
+            raise ManifestError(line, f"{key!r} must be a list of paths (strings)")
+    if obj.get("label") is not None and obj["label"].strip().lower() not in LABELS:
+        raise ManifestError(line, f"label {obj['label']!r} is not one of {', '.join(LABELS)}")
+    if obj.get("start_ms") is not None and obj.get("end_ms") is not None and obj["end_ms"] < obj["start_ms"]:
+        raise ManifestError(line, "end_ms is before start_ms")
+
+
+def parse_line(raw: str, line: int, base: Path, counters: dict[str, int], default_conversation: str) -> Utterance | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ManifestError(line, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # an integer longer than Python reads: "Exceeds the limit (4300 digits) ..."
+        raise ManifestError(line, f"invalid JSON ({str(e).split(':')[0]})") from None
+    except RecursionError:
+        raise ManifestError(line, "invalid JSON (nested too deeply)") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(line, f"expected a JSON object, got {type(obj).__name__}")
+    _check(obj, line)
+    conversation = obj.get("conversation") or default_conversation
+    utterance = obj.get("utterance")
+    if utterance is None:
+        utterance = counters.get(conversation, 0)
+    counters[conversation] = utterance + 1
+
+    def path(p: str | None) -> Path | None:
+        return None if p is None else (base / p)
+
+    return Utterance(
+        line=line,
+        conversation=conversation,
+        utterance=utterance,
+        speaker=obj.get("speaker") or "",
+        text=obj.get("text"),
+        audio=path(obj.get("audio")),
+        frames=[base / p for p in obj.get("frames") or []],
+        faces=[base / p for p in obj.get("faces") or []],
+        video=path(obj.get("video")),
+        start_ms=obj.get("start_ms"),
+        end_ms=obj.get("end_ms"),
+        label=obj["label"].strip().lower() if obj.get("label") else None,
+    )
+
+
+def read(path: str | Path) -> Iterator[Utterance | ManifestError]:
+    """Each line as an Utterance, or the ManifestError that explains why it cannot be one."""
+    path = Path(path)
+    counters: dict[str, int] = {}
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                u = parse_line(raw, i, path.parent, counters, path.stem)
+            except ManifestError as e:
+                yield e
+                continue
+            if u is not None:
+                yield u

@@ -1,0 +1,1 @@
+"""Scoring models on held-out data: metrics, plots, the evaluation report."""

@@ -1,0 +1,85 @@
+"""Encode one utterance with a plug-in and publish its embedding, keyed by conversation."""
+
+from __future__ import annotations
+
+import time
+
+from merc.bus import Producer
+from merc.pipeline.modalities import InvalidInput, ModalityPlugin
+from merc.runtime import monitoring, privacy, security, telemetry
+from merc.v1 import common_pb2, encoder_pb2, events_pb2
+
+SCHEMA = b"merc.v1.ModalityEmbedding"
+MAX_ID = 128
+# The store keeps sequence, start_ms and end_ms in INTEGER columns (32-bit in PostgreSQL): a larger
+# value would fail the fusion service's write of the utterance's row, again at every replay.
+MAX_INT = 2**31 - 1
+
+
+def validate_ref(request: encoder_pb2.EncodeRequest) -> None:
+    ref = request.utterance
+    if not ref.conversation_id:
+        raise InvalidInput("utterance.conversation_id is required")
+    for name, value in (("conversation_id", ref.conversation_id), ("tenant", ref.tenant), ("speaker", ref.speaker)):
+        if len(value) > MAX_ID:
+            raise InvalidInput(f"utterance.{name} is longer than {MAX_ID} characters")
+        if "\x00" in value:  # PostgreSQL text cannot hold it: the fusion service's write would fail
+            raise InvalidInput(f"utterance.{name} contains a NUL character")
+    for name, value in (("sequence", ref.sequence), ("start_ms", ref.start_ms), ("end_ms", ref.end_ms)):
+        if value > MAX_INT:
+            raise InvalidInput(f"utterance.{name} is {value}; the limit is {MAX_INT}")
+    if ref.end_ms and ref.end_ms < ref.start_ms:
+        raise InvalidInput("utterance.end_ms is before start_ms")
+
+
+class Encoder:
+    def __init__(self, plugin: ModalityPlugin, producer: Producer, topic: str, tenant: str, pseudonym_secret: str = "") -> None:
+        self.plugin = plugin
+        self.producer = producer
+        self.topic = topic
+        self.default_tenant = tenant
+        self.pseudonym_secret = pseudonym_secret
+
+    def embed(self, request: encoder_pb2.EncodeRequest) -> events_pb2.ModalityEmbedding:
+        """Validate and encode; the media is not kept past this call."""
+        validate_ref(request)
+        if not self.plugin.has_input(request):
+            raise InvalidInput(f"the request carries no {self.plugin.name} input")
+        with monitoring.encode_stages(self.plugin.name):
+            encoded = self.plugin.encode(request)
+        ref = common_pb2.UtteranceRef()
+        ref.CopyFrom(request.utterance)
+        # The caller's API key decides the tenant; naming another one is refused (PermissionError).
+        ref.tenant = security.check_tenant(ref.tenant, self.default_tenant)
+        # Nothing downstream (Kafka, PostgreSQL, events) ever sees the caller's speaker id.
+        ref.speaker = privacy.pseudonym(ref.speaker, ref.tenant, self.pseudonym_secret)
+        return events_pb2.ModalityEmbedding(
+            utterance=ref,
+            modality=self.plugin.modality,
+            vector=encoded.vector.tolist(),
+            quality=encoded.quality,
+            expected_modalities=list(request.expected_modalities) or [self.plugin.modality],
+            encoder_model=encoded.model,
+            encoder_version=encoded.version,
+            sent_at_ms=request.sent_at_ms or int(time.time() * 1000),
+        )
+
+    def publish(self, embedding: events_pb2.ModalityEmbedding) -> None:
+        ref = embedding.utterance
+        attributes = {"messaging.system": "kafka", "messaging.destination.name": self.topic, **telemetry.utterance_attributes(embedding)}
+        # The record carries this span's traceparent: fusion continues the utterance's trace from it.
+        with telemetry.span(f"{self.topic} publish", "producer", attributes), monitoring.encoder_stage(self.plugin.name, "publish"):
+            headers = telemetry.with_trace_headers((("schema", SCHEMA), ("tenant", ref.tenant.encode())))
+            self.producer.send(self.topic, ref.conversation_id.encode(), embedding.SerializeToString(), headers)
+            # Acknowledge only what the broker has: the caller may drop its media now.
+            self.producer.flush()
+
+    def encode(self, request: encoder_pb2.EncodeRequest) -> encoder_pb2.EncodeResponse:
+        embedding = self.embed(request)
+        self.publish(embedding)
+        return encoder_pb2.EncodeResponse(
+            modality=embedding.modality,
+            dimensions=len(embedding.vector),
+            quality=embedding.quality,
+            encoder_model=embedding.encoder_model,
+        )

@@ -1,0 +1,1 @@
+"""Runtime concerns every process shares: configuration, security, privacy, telemetry, metrics, the gRPC server."""

@@ -1,0 +1,117 @@
+"""All runtime configuration, read from the environment in one place.
+
+Every variable is MERC_<FIELD> (upper case). The Helm chart, compose file and
+deploy/local scripts set exactly these names.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MERC_", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    topic_prefix: str = "merc"
+
+    # PostgreSQL (or any SQLAlchemy URL; the embedded mode uses SQLite)
+    database_url: str = "postgresql+psycopg://merc:merc@127.0.0.1:25432/merc"
+
+    # Inference: Triton over KServe v2 gRPC, or the same model code in-process.
+    inference: Literal["triton", "local"] = "triton"
+    triton_url: str = "127.0.0.1:18001"
+    triton_timeout_s: float = 10.0
+    model_repository: str | None = None
+    # In-process inference (embedded mode) on a laptop; deployments run one thread per process (the chart sets 1).
+    torch_threads: int = 2
+    # The corpora `merc train` and `merc eval` read (MELD, RAVDESS, FER2013); unset: a shared/data folder beside the checkout.
+    data_dir: str | None = None
+
+    # The address every gRPC service listens on: loopback for a laptop; 0.0.0.0 in a container or pod,
+    # where probes, Services and the other pods must reach it (the chart and compose set that).
+    bind_host: str = "127.0.0.1"
+    # Each service's Prometheus /metrics (HTTP, on bind_host); 0 = off. Services sharing a host need
+    # distinct ones (deploy/local/services.sh passes 29050 gateway, 29061-29063 encoders, 29070 fusion).
+    metrics_port: int = 29090
+
+    # Encoder service: one program, one modality per deployment.
+    encoder_modality: Literal["text", "audio", "vision"] = "text"
+    encoder_port: int = 28061
+    max_text_chars: int = 2000
+    max_audio_seconds: float = 60.0
+    max_frames: int = 32
+    max_image_pixels: int = 4096 * 4096
+    # The largest gRPC message any service accepts (32 frames of HD JPEG fit; gRPC's own default, 4 MiB, does not).
+    max_message_bytes: int = 32 * 1024 * 1024
+    # gRPC worker threads per service; a gateway stream holds one while open.
+    grpc_workers: int = 32
+    # Frames sampled per utterance when `merc analyze` cuts a video file.
+    video_frames: int = 5
+
+    # Gateway. Streams end after stream_idle_s without an event; at most max_streams are open at
+    # once (more get RESOURCE_EXHAUSTED), so idle or slow clients cannot take every worker thread.
+    stream_idle_s: float = 30.0
+    max_streams: int = 16
+    gateway_port: int = 28050
+    # The gateway's web page (conversation timeline, live) and its JSON/event-stream API over HTTP on
+    # bind_host (HTTPS with the TLS settings below); 0 = off. merc.gateway.web.
+    http_port: int = 28080
+    text_encoder_url: str = "127.0.0.1:28061"
+    audio_encoder_url: str = "127.0.0.1:28062"
+    vision_encoder_url: str = "127.0.0.1:28063"
+
+    # Fusion / context service
+    fusion_port: int = 28070
+    fusion_instance: str = Field(default_factory=socket.gethostname)
+    fusion_group: str = "merc-fusion"
+    join_window_ms: int = 1500
+    emit_revisions: bool = True
+    mood_decay: float = 0.7
+
+    tenant: str = "default"
+
+    # Security (merc.runtime.security). API keys as "tenant:sha256hex" entries; none = authentication off.
+    api_keys: str = ""
+    api_keys_file: str | None = None
+    # The key this process presents when it calls a MERC service (`merc analyze --remote`, bench).
+    api_key: str = ""
+    # Serve gRPC over TLS (both set); require client certificates too (mutual TLS) with a client CA.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    # Calling other MERC services over TLS: the CA to trust, and this service's client certificate.
+    tls_ca_file: str | None = None
+    tls_client_cert_file: str | None = None
+    tls_client_key_file: str | None = None
+    # Privacy (merc.runtime.privacy): speaker ids are pseudonymised with a per-tenant key derived from this
+    # secret before anything is published; empty = speaker ids pass through unchanged.
+    pseudonym_secret: str = ""
+    # Conversations whose last result is older than this are deleted by `merc retention`; 0 = keep.
+    retention_days: float = 0
+    log_level: str = "INFO"
+    # json: one JSON object per line with trace_id/span_id of the current span (merc.runtime.telemetry.JsonFormatter).
+    log_format: Literal["text", "json"] = "text"
+    # OTLP/gRPC trace collector, e.g. http://otel-collector:4317 (https:// for TLS); empty = no export.
+    otlp_endpoint: str = ""
+    # Share of new traces kept (a caller's sampled/unsampled decision is followed); 1.0 = all.
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings()

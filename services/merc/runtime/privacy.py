@@ -1,0 +1,70 @@
+"""Privacy operations beyond "no raw media, no text": pseudonymous speakers, erasure, retention.
+
+- Speakers: with ``MERC_PSEUDONYM_SECRET`` set, a speaker id is replaced before anything is
+  published by ``spk-`` + HMAC-SHA256(per-tenant key, speaker) (the per-tenant key is itself
+  HMAC(secret, tenant)), so one tenant's pseudonyms say nothing about another's and the same person
+  keeps one pseudonym within a tenant (mood per speaker still works). A caller that knows the
+  secret can recompute a pseudonym; nobody can invert one.
+- Erasure: a conversation's rows are deleted and a tombstone (null value) is published under its
+  key on the embedding and event topics: the fusion service drops its in-memory state when one
+  reaches it and tombstones the conversation's join state (a compacted topic) in its transaction.
+- Retention: conversations whose last result is older than ``MERC_RETENTION_DAYS`` are erased the
+  same way by ``merc retention`` (a scheduled job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+
+from merc.bus import Producer, topics
+from merc.store import Store
+
+PREFIX = "spk-"
+
+
+def tenant_key(secret: str, tenant: str) -> bytes:
+    return hmac.new(secret.encode(), b"merc-speaker\x00" + tenant.encode(), hashlib.sha256).digest()
+
+
+def pseudonym(speaker: str, tenant: str, secret: str) -> str:
+    """The published id of a speaker; unchanged when no secret is configured, or already a pseudonym."""
+    if not secret or not speaker or speaker.startswith(PREFIX):
+        return speaker
+    return PREFIX + hmac.new(tenant_key(secret, tenant), speaker.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def tombstones(producer: Producer, settings, tenant: str, conversation_id: str) -> None:
+    """Null records under the conversation's key on the embedding and event topics.
+
+    The fusion service, reading one on an embedding topic, forgets the conversation and writes the
+    tombstone of its join state itself (it alone knows that record's partition)."""
+    headers = (("tenant", tenant.encode()), ("erased", b"1"))
+    for topic in (*topics.EMBEDDINGS, topics.EMOTIONS):
+        producer.send(settings.topic(topic), conversation_id.encode(), None, headers)
+    producer.flush()
+
+
+def erase(store: Store, producer: Producer, settings, tenant: str, conversation_id: str) -> int:
+    """Erase one of the tenant's conversations: tombstones, then its rows; the number of rows deleted.
+
+    Tombstones first, so a crash in between is repaired by erasing again (the rows are still
+    there to say the conversation exists). Keys are conversation ids, so nothing is published for
+    a conversation the tenant does not hold: another tenant's consumers must not see a tombstone
+    for an id they happen to share."""
+    if not store.conversation(tenant, conversation_id):
+        return 0
+    tombstones(producer, settings, tenant, conversation_id)
+    return store.erase(tenant, conversation_id)
+
+
+def expire(store: Store, producer: Producer, settings, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Erase every conversation past the retention age; their (tenant, conversation) keys."""
+    if settings.retention_days <= 0:
+        return []
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
+    gone = store.expire(cutoff)
+    for tenant, conversation_id in gone:
+        tombstones(producer, settings, tenant, conversation_id)
+    return gone
