@@ -8,7 +8,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 
-from merc.bus import Bus
+from merc.bus import Bus, topics
 from merc.bus.base import ConsumerSpec
 from merc.v1 import events_pb2
 
@@ -43,7 +43,9 @@ class EventHub:
             while not self._stop.is_set():
                 for m in consumer.poll(timeout_ms=200):
                     if m.value is None:  # an erasure tombstone (merc.runtime.privacy): no event to forward
-                        self._forget(dict(m.headers).get("tenant", b"").decode(), (m.key or b"").decode())
+                        erased = topics.parse_conversation_key(m.key)
+                        if erased is not None:
+                            self._forget(*erased)
                         continue
                     try:
                         event = events_pb2.EmotionEvent.FromString(m.value)

@@ -3,6 +3,11 @@
 Every utterance must still get an event within the join window plus a margin, marked degraded and
 without vision while the encoder is down; complete three-modality events resume once it is back
 (the time from its restart to the first complete event is recorded).
+
+Nothing here rests on timing luck: the test starts once a first three-modality event has come
+through (every encoder warm), and where it expects an utterance complete it waits for that
+utterance's complete revision (a busy machine may make the face miss the window, and the join then
+revises the event when it lands): what is asserted is the outcome, not the speed.
 The measured delays (send -> event) are written to .run/reports/degradation.json for the record.
 """
 
@@ -25,17 +30,35 @@ MARGIN_S = 4.0
 RECOVERY_S = 15.0
 
 
-def send_and_wait(gateway, reader, conv, seq, voice, face):
+def send_and_wait(gateway, reader, conv, seq, voice, face, complete: bool = False):
+    """The utterance's first event and its delay; with ``complete``, its first event with all three
+    modalities (a revision counts) if one comes within 30 s, else the latest."""
     started = time.monotonic()
     gateway.AnalyzeUtterance(request(conv, seq, text="Well, that went great.", audio=voice, faces=[face]), timeout=30)
+    first = latest = None
     while time.monotonic() - started < 30:
         for m in reader.consumer.poll(timeout_ms=100):
             if m.value is None:
                 continue
             e = events_pb2.EmotionEvent.FromString(m.value)
             if e.utterance.conversation_id == conv and e.utterance.sequence == seq:
-                return e, time.monotonic() - started
+                first = first or (e, time.monotonic() - started)
+                latest = e
+        if first and (not complete or V in latest.modalities):
+            return (latest if complete else first[0]), first[1]
+    if first:
+        return latest, first[1]
     pytest.fail(f"no event for utterance {seq} within 30 s")
+
+
+def warm(gateway, reader, voice, face, timeout_s: float = 90.0) -> None:
+    """Until one utterance comes through with all three modalities: every encoder up, warm and fast enough."""
+    conv, deadline = new_conversation(), time.monotonic() + timeout_s
+    for seq in range(1000):
+        e, _ = send_and_wait(gateway, reader, conv, seq, voice, face)
+        if list(e.modalities) == [T, A, V] or time.monotonic() > deadline:
+            assert list(e.modalities) == [T, A, V], f"no complete event within {timeout_s} s: {e}"
+            return
 
 
 def test_stopping_the_vision_encoder_degrades_and_restarting_restores(running, gateway, reader):
@@ -43,9 +66,10 @@ def test_stopping_the_vision_encoder_degrades_and_restarting_restores(running, g
     window_s = running.join_window_ms / 1000
     phases = {"before": [], "down": [], "after": []}
     seq, recovery_s = 0, None
+    warm(gateway, reader, voice, face)
     try:
         for _ in range(3):
-            phases["before"].append(send_and_wait(gateway, reader, conv, seq, voice, face))
+            phases["before"].append(send_and_wait(gateway, reader, conv, seq, voice, face, complete=True))
             seq += 1
         services("stop", "encoder-vision")
         for _ in range(3):
@@ -62,7 +86,7 @@ def test_stopping_the_vision_encoder_degrades_and_restarting_restores(running, g
                 recovery_s = time.monotonic() - back
             phases["after"].append((e, d))
         for _ in range(2):
-            phases["after"].append(send_and_wait(gateway, reader, conv, seq, voice, face))
+            phases["after"].append(send_and_wait(gateway, reader, conv, seq, voice, face, complete=True))
             seq += 1
     finally:
         services("start", "encoder-vision")  # whatever happened, leave the stack whole

@@ -10,6 +10,7 @@ from e2e.conftest import new_conversation
 from e2e.test_text_pipeline import send
 from merc.bus.base import ConsumerSpec
 from merc.bus.kafka import KafkaBus
+from merc.bus.topics import conversation_key
 from merc.v1 import gateway_pb2
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +38,11 @@ def test_erase_conversation(running, gateway, reader):
         gateway.GetConversation(gateway_pb2.GetConversationRequest(conversation_id=conv), timeout=10)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
-    tomb = lambda ms: any(m.value is None for m in ms)  # noqa: E731
-    assert tomb(records(running, running.topic("emotions"), conv.encode(), want=tomb))
-    assert tomb(records(running, running.topic("fusion.state"), f"{running.tenant}\x00{conv}".encode(), want=tomb))
-    assert records(running, running.topic("dlq"), conv.encode(), timeout_s=3) == []  # tombstones are not poison
+    def tomb(ms) -> bool:
+        return any(m.value is None for m in ms)
+
+    key = conversation_key(running.tenant, conv)  # every record about the conversation: scoped by tenant
+    assert tomb(records(running, running.topic("emotions"), key, want=tomb))
+    assert tomb(records(running, running.topic("fusion.state"), key, want=tomb))
+    assert records(running, running.topic("dlq"), key, timeout_s=3) == []  # tombstones are not poison
     assert gateway.EraseConversation(gateway_pb2.EraseConversationRequest(conversation_id=conv), timeout=30).utterances_deleted == 0

@@ -184,6 +184,7 @@ def test_poison_message_goes_to_the_dlq_and_the_partition_keeps_flowing(running,
     from e2e.test_text_pipeline import send
     from merc.bus.base import ConsumerSpec
     from merc.bus.kafka import KafkaBus
+    from merc.bus.topics import conversation_key
 
     conv = new_conversation()
     dlq = KafkaBus(running).consumer(ConsumerSpec([running.topic("dlq")], group_id=None, from_beginning=False))
@@ -191,14 +192,15 @@ def test_poison_message_goes_to_the_dlq_and_the_partition_keeps_flowing(running,
     send(gateway, conv, 0, {"speaker": "A", "text": "Before the poison."})
     producer = KafkaBus(running).producer()
     # Same key as the conversation: the same partition as its embeddings.
-    producer.send(running.topic("embeddings.text"), conv.encode(), b"\x08\xff\xff not a protobuf", (("schema", b"merc.v1.ModalityEmbedding"),))
+    key = conversation_key(running.tenant, conv)
+    producer.send(running.topic("embeddings.text"), key, b"\x08\xff\xff not a protobuf", (("schema", b"merc.v1.ModalityEmbedding"),))
     producer.flush()
     producer.close()
     send(gateway, conv, 1, {"speaker": "B", "text": "After the poison."})
     assert sorted(e.utterance.sequence for e in reader.collect(conv, 2)) == [0, 1]
     dead, deadline = [], time.monotonic() + 30
     while not dead and time.monotonic() < deadline:
-        dead = [m for m in dlq.poll(timeout_ms=500) if m.key == conv.encode()]
+        dead = [m for m in dlq.poll(timeout_ms=500) if m.key == key]
     dlq.close()
     assert dead and dead[0].value.startswith(b"\x08\xff\xff")
     assert dead[0].header("reason") and dead[0].header("source") == running.topic("embeddings.text").encode()

@@ -67,9 +67,10 @@ def embeddings(dims: dict[str, int]):
     floats = st.floats(width=32)
     quality = st.builds(common_pb2.QualitySignals, text_length=st.integers(0, 2**32 - 1), voiced_ratio=floats, snr_db=floats,
                         clipping_ratio=floats, face_found_ratio=floats, detector_score=floats, sharpness=floats)
-    ref = st.builds(common_pb2.UtteranceRef, tenant=st.sampled_from(["", TENANT, "other"]),
-                    conversation_id=st.sampled_from(["", "c1", "c2", "c\x00", "ü" * 200]),
-                    sequence=st.one_of(st.integers(0, 5), st.integers(0, 2**32 - 1)), speaker=st.sampled_from(["", "A", "B"]),
+    ref = st.builds(common_pb2.UtteranceRef, tenant=st.sampled_from(["", TENANT, TENANT, "other", "t" * 65]),
+                    conversation_id=st.sampled_from(["", "c1", "c2", "c\x00", "ü" * 200, "ü" * 128]),
+                    sequence=st.one_of(st.integers(0, 5), st.integers(0, 2**32 - 1)),
+                    speaker=st.sampled_from(["", "A", "B", "\x00", "s" * 129]),
                     start_ms=st.one_of(st.integers(0, 10_000), st.integers(0, 2**64 - 1)),
                     end_ms=st.one_of(st.integers(0, 10_000), st.integers(0, 2**64 - 1)))
     # Modalities the join knows, MODALITY_UNSPECIFIED, and others (proto3 enums are open).
@@ -93,7 +94,7 @@ def records(dims):
     return st.tuples(st.sampled_from(EMBEDDING_TOPICS), st.one_of(st.just(b"c1"), st.binary(max_size=8)), value, headers)
 
 
-def expected(value: bytes) -> tuple[str, events_pb2.ModalityEmbedding | None]:
+def expected(value: bytes, headers, dims: dict[str, int]) -> tuple[str, events_pb2.ModalityEmbedding | None]:
     """What the processor must make of a record: ("poison", None) or ("valid", embedding)."""
     try:
         e = events_pb2.ModalityEmbedding.FromString(value)
@@ -101,7 +102,22 @@ def expected(value: bytes) -> tuple[str, events_pb2.ModalityEmbedding | None]:
         return "poison", None
     if not e.utterance.conversation_id or not e.vector or e.modality not in MODALITIES or known_bug(value):
         return "poison", None
+    if store_refuses(e.utterance) or tenant_header(headers) != e.utterance.tenant.encode():
+        return "poison", None
+    if len(e.vector) != dims[MODALITIES[e.modality]]:
+        return "poison", None  # it once became an event with no modalities at all
     return "valid", e
+
+
+def store_refuses(ref: common_pb2.UtteranceRef) -> bool:
+    """PostgreSQL's columns: tenant up to 64 characters, ids and speakers 128, no NUL, 32-bit integers."""
+    texts = (ref.tenant, ref.conversation_id, ref.speaker)
+    return len(ref.tenant) > 64 or len(ref.conversation_id) > 128 or len(ref.speaker) > 128 or any("\x00" in s for s in texts) \
+        or max(ref.sequence, ref.start_ms, ref.end_ms) > 2**31 - 1
+
+
+def tenant_header(headers) -> bytes | None:
+    return next((v for k, v in headers if k == "tenant"), None)
 
 
 def known_bug(value: bytes) -> str | None:
@@ -140,7 +156,7 @@ def test_fusion_step(inference, fusion):
         finally:
             processor.close()
 
-        poison = [(settings.topic(t), v, h) for t, _, v, h in batch if expected(v)[0] == "poison"]
+        poison = [(settings.topic(t), v, h) for t, _, v, h in batch if expected(v, h, dims)[0] == "poison"]
         dlq = bus.messages(settings.topic("dlq"))
         for m in dlq:
             assert (m.header("reason") or b"").strip(), "a dead letter without a reason"
@@ -149,7 +165,7 @@ def test_fusion_step(inference, fusion):
         got_dlq = sorted((m.header("source"), m.value, tuple(m.headers[:-2])) for m in dlq)
         assert got_dlq == sorted((t.encode(), v, tuple(h)) for t, v, h in poison)
 
-        valid = [e for _, _, v, _ in batch for kind, e in [expected(v)] if kind == "valid"]
+        valid = [e for _, _, v, h in batch for kind, e in [expected(v, h, dims)] if kind == "valid"]
         want = {(e.utterance.tenant, e.utterance.conversation_id, e.utterance.sequence) for e in valid}
         events = [events_pb2.EmotionEvent.FromString(m.value) for m in bus.messages(settings.topic("emotions"))]
         got = [(e.utterance.tenant, e.utterance.conversation_id, e.utterance.sequence) for e in events]
@@ -190,7 +206,29 @@ def test_known_poison_is_dead_lettered(inference, fusion, value):
     bus = MemoryBus(partitions=1)
     processor = FusionProcessor(bus, store, inference, settings)
     processor.open()
-    bus.producer().send(settings.topic("embeddings.text"), b"c1", value)
+    bus.producer().send(settings.topic("embeddings.text"), b"c1", value, (("tenant", TENANT.encode()),))
     processor.step(poll_ms=0)
     [dead] = bus.messages(settings.topic("dlq"))
     assert dead.value == value and dead.header("reason")
+
+
+@pytest.mark.parametrize("value, headers, reason", [
+    pytest.param(_known_poison(utterance__tenant="t" * 65), (("tenant", b"t" * 65),), b"tenant is longer than 64", id="long-tenant"),
+    pytest.param(_known_poison(utterance__conversation_id="c" * 129), (("tenant", b"t"),), b"conversation_id is longer than 128",
+                 id="long-conversation"),
+    pytest.param(_known_poison(utterance__speaker="a\x00b"), (("tenant", b"t"),), b"speaker contains a NUL", id="nul-speaker"),
+    pytest.param(_known_poison(vector=[0.1] * 16), (("tenant", b"t"),), b"the text vector has 16 values", id="wrong-dimension"),
+    pytest.param(_known_poison(), (("tenant", b"other"),), b"differs from utterance.tenant", id="tenant-header-disagrees"),
+    pytest.param(_known_poison(), (), b"no tenant header", id="no-tenant-header"),
+])
+def test_records_the_store_or_model_would_refuse_are_dead_lettered_with_their_reason(inference, fusion, value, headers, reason):
+    """Each once failed the step at every replay (over-long fields, NUL) or became an event with no modality (dimension)."""
+    store, settings, dims = fusion
+    bus = MemoryBus(partitions=1)
+    processor = FusionProcessor(bus, store, inference, settings)
+    processor.open()
+    bus.producer().send(settings.topic("embeddings.text"), b"c1", value, headers)
+    processor.step(poll_ms=0)
+    [dead] = bus.messages(settings.topic("dlq"))
+    assert dead.value == value and reason in dead.header("reason")
+    assert bus.messages(settings.topic("emotions")) == []

@@ -1,15 +1,20 @@
-"""The fusion loop on the in-process bus and SQLite: order, exactly-once, replay, dead letters."""
+"""The fusion loop on the in-process bus and SQLite: order, exactly-once, replay, dead letters, isolation of bad records."""
+
+import threading
+import time
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from merc.bus.base import ConsumerSpec
 from merc.bus.memory import MemoryBus
-from merc.pipeline.fusion import FusionProcessor
+from merc.bus.topics import conversation_key
+from merc.pipeline.fusion import MAX_TRIES, FusionProcessor
 from merc.runtime.config import Settings
-from merc.store import Store
+from merc.store import Store, StoreUnavailable
 from merc.v1 import common_pb2, events_pb2
-from unit.fakes import TinyInference
+from unit.fakes import TEXT_DIM, TinyInference
 
 TEXT, AUDIO = common_pb2.MODALITY_TEXT, common_pb2.MODALITY_AUDIO
 
@@ -19,14 +24,15 @@ def embedding(conv, seq, speaker, modality=TEXT, expected=(TEXT,)):
     return events_pb2.ModalityEmbedding(
         utterance=common_pb2.UtteranceRef(tenant="t", conversation_id=conv, sequence=seq, speaker=speaker),
         modality=modality,
-        vector=rng.normal(size=16).astype(np.float32).tolist(),
+        vector=rng.normal(size=TEXT_DIM if modality == TEXT else 128).astype(np.float32).tolist(),  # TinyInference's sizes
         expected_modalities=list(expected),
         sent_at_ms=1,
     )
 
 
 def publish(bus, e, topic="merc.embeddings.text"):
-    bus.producer().send(topic, e.utterance.conversation_id.encode(), e.SerializeToString())
+    ref = e.utterance
+    bus.producer().send(topic, conversation_key(ref.tenant, ref.conversation_id), e.SerializeToString(), (("tenant", ref.tenant.encode()),))
 
 
 def events(bus):
@@ -87,7 +93,7 @@ def test_crash_before_commit_replays_to_identical_events_without_duplicates(part
     ref_bus, ref_store = MemoryBus(partitions=3), Store(f"sqlite:///{tmp_path / 'ref.db'}")
     ref_store.migrate()
     for m in bus.messages("merc.embeddings.text"):
-        ref_bus.producer().send(m.topic, m.key, m.value)
+        ref_bus.producer().send(m.topic, m.key, m.value, m.headers)
     run(ref_bus, ref_store, settings)
 
     crashing = FusionProcessor(bus, store, TinyInference(), settings)
@@ -151,3 +157,100 @@ def test_poison_message_goes_to_the_dead_letter_topic_and_the_rest_flows(parts):
     # The bad records' offsets were committed with the transaction: nothing replays.
     c = bus.consumer(ConsumerSpec(["merc.embeddings.text"], group_id=settings.fusion_group))
     assert c.poll(timeout_ms=0) == []
+
+
+class PickyStore(Store):
+    """A store that refuses some conversations' rows (as PostgreSQL refuses data it cannot hold), or is down."""
+
+    def __init__(self, url: str, refuse: str = "", outages: int = 0) -> None:
+        super().__init__(url)
+        self.refuse, self.outages = refuse, outages
+
+    def upsert(self, results):
+        if self.outages > 0:
+            self.outages -= 1
+            raise StoreUnavailable("the database is unavailable: OperationalError")
+        if any(r.conversation_id == self.refuse for r in results):
+            raise ValueError("refused: value too long for type character varying")
+        super().upsert(results)
+
+
+def run_until(p: FusionProcessor, done, timeout_s: float = 30.0) -> None:
+    """The service's loop (failures, recoveries and all) on a thread, until ``done()`` or the timeout."""
+    stop = threading.Event()
+    worker = threading.Thread(target=p.run, args=(stop,), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    worker.join(timeout=10)
+
+
+def test_an_utterance_whose_row_the_store_keeps_refusing_is_dead_lettered_and_the_others_flow(tmp_path):
+    store = PickyStore(f"sqlite:///{tmp_path / 'p.db'}", refuse="bad")
+    store.migrate()
+    bus, settings = MemoryBus(partitions=1), Settings(join_window_ms=200, fusion_instance="test")
+    publish(bus, embedding("bad", 0, "x"))
+    publish(bus, embedding("good", 0, "y"))
+    p = FusionProcessor(bus, store, TinyInference(), settings, pause=lambda s: None)
+    run_until(p, lambda: bus.messages("merc.dlq") and events(bus))
+    [dead] = bus.messages("merc.dlq")
+    reason = dead.header("reason").decode()
+    assert f"failed {MAX_TRIES} fusion steps" in reason and "ValueError: refused" in reason
+    assert dead.header("source") == b"merc.embeddings.text" and dead.header("tenant") == b"t"
+    assert events_pb2.ModalityEmbedding.FromString(dead.value).utterance.conversation_id == "bad"  # replayable as it was
+    assert [e.utterance.conversation_id for e in events(bus)] == ["good"]
+    assert store.conversation("t", "good") and not store.conversation("t", "bad")
+    assert p.counts["dlq"] == 1 and not p._strikes and not p._condemned  # done with, not remembered forever
+
+
+def test_a_store_outage_is_retried_for_as_long_as_it_lasts_and_nothing_is_dead_lettered(tmp_path):
+    store = PickyStore(f"sqlite:///{tmp_path / 'o.db'}", outages=MAX_TRIES + 2)
+    store.migrate()
+    bus, settings = MemoryBus(partitions=1), Settings(join_window_ms=200, fusion_instance="test")
+    publish(bus, embedding("a", 0, "x"))
+    p = FusionProcessor(bus, store, TinyInference(), settings, pause=lambda s: None)
+    run_until(p, lambda: events(bus))
+    assert store.outages == 0 and len(events(bus)) == 1 and bus.messages("merc.dlq") == []
+
+
+def test_the_lag_gauge_counts_from_the_committed_offsets_while_steps_fail(tmp_path):
+    store = PickyStore(f"sqlite:///{tmp_path / 'l.db'}", outages=1)
+    store.migrate()
+    bus, settings = MemoryBus(partitions=1), Settings(join_window_ms=0, fusion_instance="test")
+    for seq in range(3):
+        publish(bus, embedding("a", seq, "x"))
+    p = run(bus, store, settings, steps=0)
+    with pytest.raises(StoreUnavailable):
+        p.step(poll_ms=0)  # polled all three, committed none
+    assert REGISTRY.get_sample_value("merc_fusion_consumer_lag", {"topic": "merc.embeddings.text"}) == 3
+    p.close()
+    p.open()
+    p.step(poll_ms=0)
+    assert len(events(bus)) == 3
+    p.step(poll_ms=0)
+    assert REGISTRY.get_sample_value("merc_fusion_consumer_lag", {"topic": "merc.embeddings.text"}) == 0
+
+
+def test_an_erasure_in_one_tenant_leaves_the_same_conversation_id_of_another_alone(parts):
+    bus, store, settings = parts
+    for tenant in ("t", "u"):
+        e = embedding("same", 0, "x", TEXT, expected=(TEXT, AUDIO))  # pending: waits for its audio
+        e.utterance.tenant = tenant
+        publish(bus, e)
+    p = run(bus, store, settings, steps=1)
+    bus.producer().send("merc.embeddings.text", conversation_key("t", "same"), None, (("tenant", b"t"),))
+    p.step(poll_ms=0)
+    states = {m.key: m.value for m in bus.messages("merc.fusion.state")}
+    assert states[conversation_key("t", "same")] is None and states[conversation_key("u", "same")] is not None
+    p.close()
+    # After a restart the other tenant's pending utterance is still there, and completes.
+    again = run(bus, store, settings, steps=0)
+    late = embedding("same", 0, "x", AUDIO, expected=(TEXT, AUDIO))
+    late.utterance.tenant = "u"
+    publish(bus, late, topic="merc.embeddings.audio")
+    again.step(poll_ms=0)
+    [e] = events(bus)
+    assert e.utterance.tenant == "u" and not e.degraded
+    assert bus.messages("merc.emotions")[0].key == conversation_key("u", "same")

@@ -96,6 +96,9 @@ def test_gateway_and_encoder_metrics_count_calls_stages_and_codes(store):
     assert delta("merc_grpc_server_handled_total", method="Check", code="OK") == 0  # health checks are not counted
 
 
+TENANT_HEADER = (("tenant", b"t"),)
+
+
 def embedding(seq, modality=TEXT, expected=(TEXT,)):
     return events_pb2.ModalityEmbedding(
         utterance=common_pb2.UtteranceRef(tenant="t", conversation_id="c", sequence=seq, speaker="a"),
@@ -111,13 +114,13 @@ def test_fusion_metrics_count_join_outcomes_events_dead_letters_confidence_and_l
     send = bus.producer().send
     delta = Delta()
     both = (TEXT, AUDIO)
-    send("merc.embeddings.text", b"c", embedding(0).SerializeToString())                    # complete
-    send("merc.embeddings.text", b"c", embedding(1, expected=both).SerializeToString())     # degraded (window 0)
+    send("merc.embeddings.text", b"c", embedding(0).SerializeToString(), TENANT_HEADER)      # complete
+    send("merc.embeddings.text", b"c", embedding(1, expected=both).SerializeToString(), TENANT_HEADER)  # degraded (window 0)
     send("merc.embeddings.text", b"c", b"\xff not a protobuf")                              # dead letter
     assert fusion.step(poll_ms=0) == 2
-    send("merc.embeddings.audio", b"c", embedding(1, AUDIO, both).SerializeToString())      # late -> revised
-    send("merc.embeddings.text", b"c", embedding(0).SerializeToString())                    # duplicate
-    send("merc.embeddings.text", b"c", embedding(2).SerializeToString())
+    send("merc.embeddings.audio", b"c", embedding(1, AUDIO, both).SerializeToString(), TENANT_HEADER)  # late -> revised
+    send("merc.embeddings.text", b"c", embedding(0).SerializeToString(), TENANT_HEADER)      # duplicate
+    send("merc.embeddings.text", b"c", embedding(2).SerializeToString(), TENANT_HEADER)
     assert fusion.step(poll_ms=0) == 2
     fusion.close()
 

@@ -79,6 +79,6 @@ def test_retention_erases_only_conversations_past_the_age(tmp_path):
     cfg = Settings(retention_days=30)
     assert privacy.expire(store, bus.producer(), cfg, now) == [("t", "old")]
     assert store.conversation("t", "old") == [] and len(store.conversation("t", "recent")) == 1
-    assert [m.key for m in bus.messages(cfg.topic("emotions"))] == [b"old"]
+    assert [m.key for m in bus.messages(cfg.topic("emotions"))] == [b"t\x00old"]  # scoped by tenant
     assert privacy.expire(store, bus.producer(), Settings(retention_days=0), now) == []  # 0 = keep forever
     store.close()

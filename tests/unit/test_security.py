@@ -102,7 +102,7 @@ def test_erasure_is_scoped_to_the_callers_tenant(gateway):
     assert erase(KEY_A).utterances_deleted == 3 and store.conversation("tenant-a", "call-1") == []
     for topic in ("merc.emotions", "merc.embeddings.text", "merc.embeddings.audio", "merc.embeddings.vision"):
         (tomb,) = bus.messages(topic)
-        assert tomb.key == b"call-1" and tomb.value is None and tomb.header("tenant") == b"tenant-a"
+        assert tomb.key == b"tenant-a\x00call-1" and tomb.value is None and tomb.header("tenant") == b"tenant-a"
 
 
 # --- TLS -----------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def test_the_revision_a_late_modality_causes_continues_that_modality_s_trace(tmp
             modality=modality, vector=[0.1] * (16 if topic.endswith("text") else 128),
             expected_modalities=[common_pb2.MODALITY_TEXT, common_pb2.MODALITY_AUDIO], sent_at_ms=1)
         with telemetry.span(f"{topic} publish", "producer") as s:
-            bus.producer().send(topic, b"c", e.SerializeToString(), telemetry.with_trace_headers((("schema", b"x"),)))
+            bus.producer().send(topic, b"c", e.SerializeToString(), telemetry.with_trace_headers((("schema", b"x"), ("tenant", b"t"))))
         return s.get_span_context()
 
     text = publish(common_pb2.MODALITY_TEXT, "merc.embeddings.text")
@@ -237,7 +237,7 @@ def test_records_without_a_traceparent_start_a_trace_of_their_own(tmp_path, span
     fusion.open()
     e = events_pb2.ModalityEmbedding(utterance=common_pb2.UtteranceRef(tenant="t", conversation_id="c", sequence=0),
                                      modality=common_pb2.MODALITY_TEXT, vector=[0.1] * 16, sent_at_ms=1)
-    bus.producer().send("merc.embeddings.text", b"c", e.SerializeToString())
+    bus.producer().send("merc.embeddings.text", b"c", e.SerializeToString(), (("tenant", b"t"),))
     assert fusion.step(poll_ms=0) == 1
     [utterance] = [s for s in spans.get_finished_spans() if s.name == "fusion utterance"]
     assert utterance.parent is None

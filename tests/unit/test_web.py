@@ -219,7 +219,7 @@ def test_the_event_stream_delivers_the_callers_events_only(web):
     # The hub remembers it for tenant A's picker, and tenant B sees its own only.
     assert [c["conversation"] for c in get_json(server, "/api/conversations", KEY_A)[1]["conversations"]] == ["call-7"]
     assert [c["conversation"] for c in get_json(server, "/api/conversations", KEY_B)[1]["conversations"]] == ["call-7"]
-    bus.producer().send(TOPIC, b"call-7", None, (("tenant", b"tenant-a"), ("erased", b"1")))  # erasure
+    bus.producer().send(TOPIC, b"tenant-a\x00call-7", None, (("tenant", b"tenant-a"), ("erased", b"1")))  # erasure
     deadline = time.monotonic() + 5
     while get_json(server, "/api/conversations", KEY_A)[1]["conversations"] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -51,8 +51,9 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def assignment(self) -> list[TopicPartition]: ...
 
-    def lag(self) -> dict[TopicPartition, int]:
-        """Records behind the end of each assigned partition, where known (for monitoring only)."""
+    def lag(self, since: dict[TopicPartition, int] | None = None) -> dict[TopicPartition, int]:
+        """Records between ``since`` (default: what poll returned) and the end of each assigned partition,
+        where known (for monitoring only)."""
         return {}
 
     @abc.abstractmethod

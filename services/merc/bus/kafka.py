@@ -163,12 +163,13 @@ class _KafkaConsumer(Consumer):
     def assignment(self) -> list[TopicPartition]:
         return [(tp.topic, tp.partition) for tp in self._c.assignment()]
 
-    def lag(self) -> dict[TopicPartition, int]:
-        # Highwater from the last fetch response against what poll returned: no broker round trip
-        # (position() may make one). Exact on the embedding topics, whose producers are not transactional.
+    def lag(self, since: dict[TopicPartition, int] | None = None) -> dict[TopicPartition, int]:
+        # Highwater from the last fetch response: no broker round trip (position() may make one).
+        # Exact on the embedding topics, whose producers are not transactional.
         out = {}
         for tp in self._c.assignment() or ():
-            high, done = self._c.highwater(tp), self._next.get(tp)
+            high = self._c.highwater(tp)
+            done = (since or {}).get((tp.topic, tp.partition), self._next.get(tp))
             if high is not None and done is not None:
                 out[(tp.topic, tp.partition)] = max(0, high - done)
         return out

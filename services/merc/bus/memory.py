@@ -163,9 +163,9 @@ class _MemoryConsumer(Consumer):
     def assignment(self) -> list[TopicPartition]:
         return list(self._assigned)
 
-    def lag(self) -> dict[TopicPartition, int]:
+    def lag(self, since: dict[TopicPartition, int] | None = None) -> dict[TopicPartition, int]:
         with self._bus._lock:
-            return {tp: len(self._bus._logs[tp[0]][tp[1]]) - self._position[tp] for tp in self._assigned}
+            return {tp: len(self._bus._logs[tp[0]][tp[1]]) - (since or {}).get(tp, self._position[tp]) for tp in self._assigned}
 
     def close(self) -> None:
         pass

@@ -1,33 +1,24 @@
-"""Encode one utterance with a plug-in and publish its embedding, keyed by conversation."""
+"""Encode one utterance with a plug-in and publish its embedding, keyed by tenant and conversation."""
 
 from __future__ import annotations
 
 import time
 
-from merc.bus import Producer
+from merc.bus import Producer, topics
+from merc.pipeline.events import EMBEDDING_SCHEMA
 from merc.pipeline.modalities import InvalidInput, ModalityPlugin
+from merc.pipeline.results import ref_problem
 from merc.runtime import monitoring, privacy, security, telemetry
 from merc.v1 import common_pb2, encoder_pb2, events_pb2
-
-SCHEMA = b"merc.v1.ModalityEmbedding"
-MAX_ID = 128
-# The store keeps sequence, start_ms and end_ms in INTEGER columns (32-bit in PostgreSQL): a larger
-# value would fail the fusion service's write of the utterance's row, again at every replay.
-MAX_INT = 2**31 - 1
 
 
 def validate_ref(request: encoder_pb2.EncodeRequest) -> None:
     ref = request.utterance
     if not ref.conversation_id:
         raise InvalidInput("utterance.conversation_id is required")
-    for name, value in (("conversation_id", ref.conversation_id), ("tenant", ref.tenant), ("speaker", ref.speaker)):
-        if len(value) > MAX_ID:
-            raise InvalidInput(f"utterance.{name} is longer than {MAX_ID} characters")
-        if "\x00" in value:  # PostgreSQL text cannot hold it: the fusion service's write would fail
-            raise InvalidInput(f"utterance.{name} contains a NUL character")
-    for name, value in (("sequence", ref.sequence), ("start_ms", ref.start_ms), ("end_ms", ref.end_ms)):
-        if value > MAX_INT:
-            raise InvalidInput(f"utterance.{name} is {value}; the limit is {MAX_INT}")
+    problem = ref_problem(ref)
+    if problem:
+        raise InvalidInput(problem)
     if ref.end_ms and ref.end_ms < ref.start_ms:
         raise InvalidInput("utterance.end_ms is before start_ms")
 
@@ -69,8 +60,8 @@ class Encoder:
         attributes = {"messaging.system": "kafka", "messaging.destination.name": self.topic, **telemetry.utterance_attributes(embedding)}
         # The record carries this span's traceparent: fusion continues the utterance's trace from it.
         with telemetry.span(f"{self.topic} publish", "producer", attributes), monitoring.encoder_stage(self.plugin.name, "publish"):
-            headers = telemetry.with_trace_headers((("schema", SCHEMA), ("tenant", ref.tenant.encode())))
-            self.producer.send(self.topic, ref.conversation_id.encode(), embedding.SerializeToString(), headers)
+            headers = telemetry.with_trace_headers((("schema", EMBEDDING_SCHEMA), ("tenant", ref.tenant.encode())))
+            self.producer.send(self.topic, topics.conversation_key(ref.tenant, ref.conversation_id), embedding.SerializeToString(), headers)
             # Acknowledge only what the broker has: the caller may drop its media now.
             self.producer.flush()
 

@@ -8,7 +8,9 @@ from merc.pipeline.join import MODALITY_ENUMS
 from merc.pipeline.results import UtteranceResult
 from merc.v1 import common_pb2, events_pb2
 
+# The `schema` header of each topic's records (merc.bus.topics).
 SCHEMA = b"merc.v1.EmotionEvent"
+EMBEDDING_SCHEMA = b"merc.v1.ModalityEmbedding"
 _NAMESPACE = uuid.UUID("6f1c2a52-3c52-4a53-9a55-4d45524300a1")
 
 

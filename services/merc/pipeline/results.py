@@ -7,6 +7,28 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from merc.v1 import common_pb2
+
+# What the store's columns hold (merc.store.tables): a reference beyond them would fail the fusion
+# service's write of the row, at every replay. Encoders refuse such requests; fusion dead-letters such records.
+MAX_TENANT_CHARS = 64
+MAX_ID_CHARS = 128  # conversation ids and speakers
+MAX_INT = 2**31 - 1  # sequence, start_ms, end_ms: INTEGER columns (32-bit in PostgreSQL)
+
+
+def ref_problem(ref: common_pb2.UtteranceRef) -> str | None:
+    """Why the store could not keep this utterance reference; None when it can."""
+    for name, value, limit in (("tenant", ref.tenant, MAX_TENANT_CHARS), ("conversation_id", ref.conversation_id, MAX_ID_CHARS),
+                               ("speaker", ref.speaker, MAX_ID_CHARS)):
+        if len(value) > limit:
+            return f"utterance.{name} is longer than {limit} characters"
+        if "\x00" in value:  # PostgreSQL text cannot hold it
+            return f"utterance.{name} contains a NUL character"
+    for name, value in (("sequence", ref.sequence), ("start_ms", ref.start_ms), ("end_ms", ref.end_ms)):
+        if value > MAX_INT:
+            return f"utterance.{name} is {value}; the limit is {MAX_INT}"
+    return None
+
 
 @dataclass
 class UtteranceResult:

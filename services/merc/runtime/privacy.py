@@ -36,13 +36,13 @@ def pseudonym(speaker: str, tenant: str, secret: str) -> str:
 
 
 def tombstones(producer: Producer, settings, tenant: str, conversation_id: str) -> None:
-    """Null records under the conversation's key on the embedding and event topics.
+    """Null records under the conversation's key (tenant-scoped) on the embedding and event topics.
 
     The fusion service, reading one on an embedding topic, forgets the conversation and writes the
     tombstone of its join state itself (it alone knows that record's partition)."""
     headers = (("tenant", tenant.encode()), ("erased", b"1"))
     for topic in (*topics.EMBEDDINGS, topics.EMOTIONS):
-        producer.send(settings.topic(topic), conversation_id.encode(), None, headers)
+        producer.send(settings.topic(topic), topics.conversation_key(tenant, conversation_id), None, headers)
     producer.flush()
 
 
@@ -50,7 +50,7 @@ def erase(store: Store, producer: Producer, settings, tenant: str, conversation_
     """Erase one of the tenant's conversations: tombstones, then its rows; the number of rows deleted.
 
     Tombstones first, so a crash in between is repaired by erasing again (the rows are still
-    there to say the conversation exists). Keys are conversation ids, so nothing is published for
+    there to say the conversation exists). Keys are scoped by tenant, and nothing is published for
     a conversation the tenant does not hold: another tenant's consumers must not see a tombstone
     for an id they happen to share."""
     if not store.conversation(tenant, conversation_id):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 
@@ -9,10 +11,26 @@ import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from merc.pipeline.results import UtteranceResult
 from merc.store.tables import UtteranceRow
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot answer now (connection lost, server down, out of resources): retrying may succeed.
+
+    Any other error from a write is about the rows themselves, and retrying the same rows repeats it.
+    """
+
+
+@contextmanager
+def _outage_as_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, InterfaceError) as e:
+        raise StoreUnavailable(f"the database is unavailable: {type(e.orig or e).__name__}") from e
 
 
 def _to_row_values(r: UtteranceResult) -> dict:
@@ -60,7 +78,7 @@ class Store:
             index_elements=list(keys),
             set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
         )
-        with self._session.begin() as s:
+        with _outage_as_unavailable(), self._session.begin() as s:
             s.execute(stmt)
 
     def before(self, tenant: str, conversation_id: str, sequence: int, limit: int) -> list[UtteranceResult]:
@@ -75,7 +93,7 @@ class Store:
             .order_by(UtteranceRow.sequence.desc())
             .limit(limit)
         )
-        with Session(self.engine) as s:
+        with _outage_as_unavailable(), Session(self.engine) as s:
             return [_from_row(r) for r in reversed(s.scalars(q).all())]
 
     def conversation(self, tenant: str, conversation_id: str) -> list[UtteranceResult]:
@@ -84,7 +102,7 @@ class Store:
             .where(UtteranceRow.tenant == tenant, UtteranceRow.conversation_id == conversation_id)
             .order_by(UtteranceRow.sequence)
         )
-        with Session(self.engine) as s:
+        with _outage_as_unavailable(), Session(self.engine) as s:
             return [_from_row(r) for r in s.scalars(q).all()]
 
     def erase(self, tenant: str, conversation_id: str) -> int:

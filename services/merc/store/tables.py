@@ -16,6 +16,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from merc.pipeline.results import MAX_ID_CHARS, MAX_TENANT_CHARS
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(
@@ -28,10 +30,10 @@ class UtteranceRow(Base):
 
     __tablename__ = "utterance_results"
 
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(MAX_TENANT_CHARS), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS), primary_key=True)
     sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
-    speaker: Mapped[str] = mapped_column(String(128))
+    speaker: Mapped[str] = mapped_column(String(MAX_ID_CHARS))
     speaker_index: Mapped[int] = mapped_column(Integer)
     start_ms: Mapped[int] = mapped_column(Integer, default=0)
     end_ms: Mapped[int] = mapped_column(Integer, default=0)
