@@ -25,7 +25,8 @@ from fuzz.seeds import AUDIO_SEEDS, CHANNELS, ENCODINGS, IMAGE_SEEDS, PCM_SEEDS,
 from merc.bus.memory import MemoryBus
 from merc.encoder.server import EncoderServicer
 from merc.gateway.server import GatewayServicer
-from merc.pipeline.encoder import MAX_INT, Encoder
+from merc.pipeline.encoder import Encoder
+from merc.pipeline.results import MAX_INT
 from merc.pipeline.modalities import PLUGINS
 from merc.runtime import security
 from merc.runtime.config import Settings
