@@ -26,8 +26,8 @@ from merc.bus.memory import MemoryBus
 from merc.encoder.server import EncoderServicer
 from merc.gateway.server import GatewayServicer
 from merc.pipeline.encoder import Encoder
-from merc.pipeline.results import MAX_INT
 from merc.pipeline.modalities import PLUGINS
+from merc.pipeline.results import MAX_INT
 from merc.runtime import security
 from merc.runtime.config import Settings
 from merc.runtime.serving import Server
