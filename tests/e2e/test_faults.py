@@ -149,12 +149,12 @@ def test_triton_down_for_20_seconds(running, gateway, reader):
 
 
 def test_fusion_kill_9_and_restart(running, gateway, reader):
-    kill = lambda: subprocess.run([SERVICES, "kill", "fusion"], check=True, timeout=30)  # noqa: E731
+    kill = lambda: subprocess.run([SERVICES, "kill", "fusion"], check=True, timeout=30)
     run_fault(gateway, reader, "fusion kill -9 + restart", kill, lambda: services("start", "fusion"), 1)
 
 
 def test_encoder_crash_mid_request(running, gateway, reader):
-    kill = lambda: subprocess.run([SERVICES, "kill", "encoder-text"], check=True, timeout=30)  # noqa: E731
+    kill = lambda: subprocess.run([SERVICES, "kill", "encoder-text"], check=True, timeout=30)
     run_fault(gateway, reader, "text encoder kill -9 mid-request + restart", kill, lambda: services("start", "encoder-text"), 1)
 
 
@@ -171,7 +171,7 @@ def test_a_second_fusion_instance_takes_over(running, gateway, reader):
         while not check("127.0.0.1:28071") and time.monotonic() < deadline:
             time.sleep(0.5)
         assert check("127.0.0.1:28071"), "the second fusion instance never became SERVING"
-        kill = lambda: subprocess.run([SERVICES, "kill", "fusion"], check=True, timeout=30)  # noqa: E731
+        kill = lambda: subprocess.run([SERVICES, "kill", "fusion"], check=True, timeout=30)
         run_fault(gateway, reader, "fusion kill -9, second instance takes over", kill, lambda: None, 0)
     finally:
         second.kill()

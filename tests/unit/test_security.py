@@ -96,7 +96,7 @@ def test_an_utterance_for_another_tenant_is_refused(gateway):
 
 def test_erasure_is_scoped_to_the_callers_tenant(gateway):
     stub, _, store, bus = gateway
-    erase = lambda key: stub.EraseConversation(gateway_pb2.EraseConversationRequest(conversation_id="call-1"),  # noqa: E731
+    erase = lambda key: stub.EraseConversation(gateway_pb2.EraseConversationRequest(conversation_id="call-1"),
                                                timeout=5, metadata=(("x-api-key", key),))
     assert erase(KEY_B).utterances_deleted == 0 and len(store.conversation("tenant-a", "call-1")) == 3
     assert erase(KEY_A).utterances_deleted == 3 and store.conversation("tenant-a", "call-1") == []

@@ -11,7 +11,7 @@ torch.set_num_threads(1)
 
 
 def test_each_utterance_gets_the_conversation_before_it_as_context():
-    u = lambda d, i, spk, t: Utterance(d, i, spk, {"A": 0, "B": 1}[spk], t, 0, 1)  # noqa: E731
+    u = lambda d, i, spk, t: Utterance(d, i, spk, {"A": 0, "B": 1}[spk], t, 0, 1)
     a = [u("a", 0, "A", "Hi."), u("a", 1, "B", "Hello!"), u("a", 2, "A", "How are you?"),
          u("a", 3, "B", "Fine."), u("a", 4, "A", "Good.")]
     ex = text.examples([Dialogue("a", tuple(a)), Dialogue("b", (u("b", 0, "A", "Bye."),))], turns=3, speakers=True)

@@ -75,7 +75,7 @@ class Paired:
     def observation(self, rows: np.ndarray) -> Observation:
         m = self.mask[rows]
         q = self.split.text_quality[rows] * m[:, :1] + self.audio_quality[rows] * m[:, 1:2] + self.vision_quality[rows] * m[:, 2:]
-        t = lambda a, k: torch.from_numpy(np.ascontiguousarray(a[rows] * m[:, k : k + 1], dtype=np.float32))  # noqa: E731
+        t = lambda a, k: torch.from_numpy(np.ascontiguousarray(a[rows] * m[:, k : k + 1], dtype=np.float32))
         return Observation(t(self.split.text, 0), t(self.audio, 1), t(self.vision, 2), torch.from_numpy(m),
                            torch.from_numpy(q.astype(np.float32)))
 

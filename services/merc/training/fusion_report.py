@@ -49,7 +49,7 @@ def report(r: dict, path: Path, figures: Path) -> str:
     keys = ["+".join(p) for p in pairing.PATTERNS]
     seeds = r["per_seed"]
     wf1 = {k: [s["patterns"][k]["weighted_f1"] for s in seeds] for k in keys}
-    best_single = lambda k: max(np.mean(wf1[m]) for m in k.split("+"))  # noqa: E731
+    best_single = lambda k: max(np.mean(wf1[m]) for m in k.split("+"))
     lines = [
         "# Fusion network: reliability-gated text/voice/face experts + causal dialogue context",
         "",
@@ -182,7 +182,7 @@ MODEL_CARD = """# Model card: MERC fusion network ({version})
 
 def model_card(cfg: FusionTrainConfig, per_seed: list[dict], coverage: float) -> str:
     """The card, with ``{version}`` left for the trainer to fill in once the weights are hashed."""
-    mean_wf1 = lambda k: pm([s["patterns"][k]["weighted_f1"] for s in per_seed])  # noqa: E731
+    mean_wf1 = lambda k: pm([s["patterns"][k]["weighted_f1"] for s in per_seed])
     return MODEL_CARD.replace("{version}", "{{version}}").format(
         k=cfg.model.context, ema=cfg.ema, seeds=len(per_seed), wf1_text=mean_wf1("text"), wf1_all=mean_wf1("text+audio+vision"),
         coverage=coverage)

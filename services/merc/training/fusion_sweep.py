@@ -55,7 +55,7 @@ def report(runs: list[dict], command: str, path: Path) -> str:
     decays = sorted({r["ema"] for r in runs})
     by = {d: [r for r in runs if r["ema"] == d] for d in decays}
     chosen = max(decays, key=lambda d: np.mean([r["val_weighted_f1"] for r in by[d]]))
-    col = lambda d, f: pm([f(r) for r in by[d]])  # noqa: E731
+    col = lambda d, f: pm([f(r) for r in by[d]])
     lines = [
         "# Fusion recipes compared: moving average of the weights",
         "",

@@ -225,7 +225,7 @@ def soup_runs(runs: list[Path], out: Path) -> dict:
     (``merc train fusion``, text only).
     """
     metas = [json.loads((r / "1" / "config.json").read_text()) for r in runs]
-    recipe = lambda m: {k: m[k] for k in ("context_turns", "context_speakers", "train_max_length", "targets")}  # noqa: E731
+    recipe = lambda m: {k: m[k] for k in ("context_turns", "context_speakers", "train_max_length", "targets")}
     if any(recipe(m) != recipe(metas[0]) for m in metas):
         raise ValueError("--soup needs runs of one recipe (context, length and adapted layers alike)")
     lora = LoRAConfig.from_dict(metas[0])

@@ -49,7 +49,7 @@ def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
     ]
     if "per_seed" in r:
         seeds = r["per_seed"]
-        ms = lambda k: pm([s["dev"][k] for s in seeds])  # noqa: E731
+        ms = lambda k: pm([s["dev"][k] for s in seeds])
         lines += [
             f"| metric (MELD dev, {len(seeds)} seeds) | mean ± std |", "|---|---|",
             f"| weighted F1 | {ms('weighted_f1')} |", f"| macro F1 | {ms('macro_f1')} |", f"| accuracy | {ms('accuracy')} |", "",
