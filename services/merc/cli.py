@@ -65,42 +65,55 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print("merc analyze: --html draws the events of the embedded mode; drop --remote (the gateway serves the same page live)",
               file=sys.stderr)
         return EXIT_USAGE
-    events = []  # for --html
-    if args.remote:
-        from merc.analyze.remote import analyze_remote
+    try:
+        total = _line_count(args.manifest)
+        out = open(args.out, "w", encoding="utf-8") if args.out else None  # closed in the finally below
+    except OSError as e:
+        print(f"merc analyze: cannot {'read' if e.filename == args.manifest else 'write'} {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    table = not args.json and (not args.out or args.table)
+    rows, events, failed = [], [], 0  # rows for the table, events for --html
+    pipeline = results = None
+    try:
+        if args.remote:
+            from merc.analyze.remote import analyze_remote
 
-        rows = analyze_remote(args.manifest, args.remote, timeout_s=args.timeout)
-    else:
-        from merc.analyze.embedded import EmbeddedPipeline
-        from merc.runtime.config import Settings
+            results = analyze_remote(args.manifest, args.remote, timeout_s=args.timeout)
+        else:
+            from merc.analyze.embedded import EmbeddedPipeline
+            from merc.runtime.config import Settings
 
-        cfg = Settings(inference="local", **({"torch_threads": args.threads} if args.threads else {}))
-        pipeline = EmbeddedPipeline(cfg, db_path=args.db)
-        try:
-            rows = []
-            for result in progress.steps(pipeline.analyze(args.manifest), "analysing utterances", _line_count(args.manifest)):
-                for err in result.errors:
-                    print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
-                rows.append(result.to_json())
-                if result.event is not None:
-                    events.append(result.event)
-        finally:
+            cfg = Settings(inference="local", **({"torch_threads": args.threads} if args.threads else {}))
+            pipeline = EmbeddedPipeline(cfg, db_path=args.db)
+            results = pipeline.analyze(args.manifest)
+        # Each line's record is written as it is produced: a run that stops early keeps every line before.
+        for result in progress.steps(results, "analysing utterances", total):
+            for err in result.errors:
+                print(f"merc analyze: {args.manifest}: {err}", file=sys.stderr)
+            row = result.to_json()
+            failed += row.get("label") is None
+            if result.event is not None:
+                events.append(result.event)
+            if out is not None:
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+            if args.json:
+                print(json.dumps(row), flush=True)
+            elif table:
+                rows.append(row)
+    finally:
+        if results is not None:
+            results.close()
+        if pipeline is not None:
             pipeline.close()
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    if args.html:
-        from merc.analyze import timeline
+        if out is not None:
+            out.close()
+        if args.html:
+            from merc.analyze import timeline
 
-        failed_lines = sum(1 for r in rows if r.get("label") is None)
-        Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name, failed_lines=failed_lines), encoding="utf-8")
-    if args.json:
-        for r in rows:
-            print(json.dumps(r))
-    elif not args.out or args.table:
+            Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name, failed_lines=failed), encoding="utf-8")
+    if table:
         _print_table(rows)
-    failed = sum(1 for r in rows if r.get("label") is None)
     return EXIT_PARTIAL if failed else EXIT_OK
 
 

@@ -133,8 +133,12 @@ class EmbeddedPipeline:
         for item in segment.read(path):
             if isinstance(item, manifest.ManifestError):
                 yield LineResult(None, errors=[str(item)], line=item.line)
-            else:
-                yield self.analyze_line(item)
+                continue
+            try:
+                result = self.analyze_line(item)
+            except Exception as e:  # a bug one line trips must not cost the lines after it
+                result = unexpected(item, e)
+            yield result
 
     def close(self) -> None:
         self.fusion.close()
@@ -142,3 +146,8 @@ class EmbeddedPipeline:
         if self._tmp is not None:
             self._tmp.cleanup()
 
+
+def unexpected(u: manifest.Utterance, e: Exception) -> LineResult:
+    """The line's result when analysing it raised what no check foresaw: its error, and the traceback in the log."""
+    log.error("line %d: unexpected error", u.line, exc_info=e)
+    return LineResult(u, errors=[f"line {u.line}: unexpected error: {type(e).__name__}: {e}"])

@@ -8,6 +8,10 @@ Every media field is optional; an absent one is a missing modality. ``video`` wi
 ``start_ms``/``end_ms`` means: cut that span's audio track and frames from the file (the whole
 file without them); an audio-only file (WAV, FLAC, MP3, ...) there gives the audio alone. This is
 a stable public format: keep it backward compatible.
+
+Each line is validated here, whole, against what later code takes (protobuf fields, the store's
+columns): a line that parses becomes requests without error, and one that cannot is a
+ManifestError naming the line, never an exception in the middle of a run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from merc.pipeline.labels import LABELS
+from merc.pipeline.results import MAX_ID_CHARS, MAX_INT
 
 # Files in the `video` field that can only give audio.
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"})
@@ -60,6 +65,28 @@ class Utterance:
 _STRING = ("conversation", "speaker", "text", "audio", "video", "label")
 _INT = ("utterance", "start_ms", "end_ms")
 _LIST = ("frames", "faces")
+_PATHS = ("audio", "video", "frames", "faces")
+
+
+def _brief(value) -> str:
+    """A value for an error message: a line may hold megabytes or a 4000-digit number."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _utf8(value: str) -> bool:
+    """Whether protobuf (and the gateway) can carry it: JSON escapes can spell lone surrogates such as \\ud800."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _strings(obj: dict, key: str) -> list[str]:
+    """The strings a field holds (after the type checks): none, one, or a list of paths."""
+    value = obj.get(key)
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def _check(obj: dict, line: int) -> None:
@@ -69,15 +96,33 @@ def _check(obj: dict, line: int) -> None:
     for key in _INT:
         v = obj.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise ManifestError(line, f"{key!r} must be a non-negative integer, got {v!r}")
+            raise ManifestError(line, f"{key!r} must be a non-negative integer, got {_brief(v)}")
+        if v is not None and v > MAX_INT:
+            raise ManifestError(line, f"{key!r} must be at most {MAX_INT}, got {_brief(v)}")
     for key in _LIST:
         v = obj.get(key)
         if v is not None and (not isinstance(v, list) or not all(isinstance(p, str) for p in v)):
             raise ManifestError(line, f"{key!r} must be a list of paths (strings)")
+    for key in (*_STRING, *_LIST):
+        for value in _strings(obj, key):
+            if not _utf8(value):
+                raise ManifestError(line, f"{key!r} is not valid Unicode text (it has a lone surrogate such as \\ud800)")
+            if key in _PATHS and "\x00" in value:
+                raise ManifestError(line, f"{key!r} holds a path with a NUL character")
     if obj.get("label") is not None and obj["label"].strip().lower() not in LABELS:
-        raise ManifestError(line, f"label {obj['label']!r} is not one of {', '.join(LABELS)}")
+        raise ManifestError(line, f"label {_brief(obj['label'])} is not one of {', '.join(LABELS)}")
     if obj.get("start_ms") is not None and obj.get("end_ms") is not None and obj["end_ms"] < obj["start_ms"]:
         raise ManifestError(line, "end_ms is before start_ms")
+
+
+def _check_id(key: str, value: str, line: int) -> None:
+    """Conversation ids and speakers as the store keeps them (merc.pipeline.results.ref_problem)."""
+    if len(value) > MAX_ID_CHARS:
+        raise ManifestError(line, f"{key!r} is longer than {MAX_ID_CHARS} characters")
+    if "\x00" in value:
+        raise ManifestError(line, f"{key!r} contains a NUL character")
+    if not _utf8(value):  # a line's own strings are checked already: this is a file name that is not UTF-8
+        raise ManifestError(line, f"{key!r} (the file's name, as the line names none) is not valid Unicode text")
 
 
 def parse_line(raw: str, line: int, base: Path, counters: dict[str, int], default_conversation: str) -> Utterance | None:
@@ -96,9 +141,13 @@ def parse_line(raw: str, line: int, base: Path, counters: dict[str, int], defaul
         raise ManifestError(line, f"expected a JSON object, got {type(obj).__name__}")
     _check(obj, line)
     conversation = obj.get("conversation") or default_conversation
+    _check_id("conversation", conversation, line)
+    _check_id("speaker", obj.get("speaker") or "", line)
     utterance = obj.get("utterance")
     if utterance is None:
         utterance = counters.get(conversation, 0)
+        if utterance > MAX_INT:
+            raise ManifestError(line, f"no 'utterance' given and the one after the last is beyond {MAX_INT}")
     counters[conversation] = utterance + 1
 
     def path(p: str | None) -> Path | None:
