@@ -197,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    a = sub.add_parser("analyze", help="analyse a conversation manifest (JSON lines) or a recording; print one event per utterance")
+    a = sub.add_parser("analyze", help="analyse a conversation manifest (JSON lines) or a recording; print one event per utterance",
+                       epilog=f"Exit status: {EXIT_OK} every line produced an event; {EXIT_PARTIAL} some did not (each reported on "
+                       f"stderr as 'line N: ...'; an error that stops the run also exits {EXIT_PARTIAL}, --out and --html keeping the lines "
+                       f"before); {EXIT_USAGE} usage error, unreadable manifest or unwritable --out.")
     a.add_argument("manifest", help="JSON-lines manifest (media paths relative to it), or a bare audio/video file: "
                    "its utterances are found by voice activity")
     a.add_argument("--out", help="write the events as JSON lines to this file")

@@ -1,11 +1,20 @@
 """`merc analyze` in embedded mode, with the real committed models."""
 
 import json
+import re
 
+import grpc
 import pytest
 
+from merc.analyze import embedded, remote
+from merc.bus import topics
+from merc.bus.base import ConsumerSpec
+from merc.bus.memory import MemoryBus
 from merc.cli import main
 from merc.pipeline.labels import LABELS
+from merc.runtime.config import Settings
+from merc.v1 import events_pb2, gateway_pb2
+from unit.fakes import TinyInference
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +72,97 @@ def test_context_is_causal_and_mood_accumulates(analysed):
 def test_missing_manifest_is_a_usage_error(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _page_data(html: str) -> dict:
+    return json.loads(re.search(r'<script type="application/json" id="merc-data">(.*?)</script>', html, re.S).group(1))
+
+
+def test_values_later_code_cannot_take_cost_only_their_line(tmp_path, capsys):
+    lines = [{"conversation": "c", "utterance": 0, "text": "Hello there."},
+             {"conversation": "c", "utterance": 1, "text": "bad \ud800"},  # JSON reads a lone surrogate; protobuf cannot carry it
+             {"conversation": "c", "utterance": 2**32, "text": "big"},
+             {"conversation": "c", "utterance": 3, "text": "Fine, thanks."}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    code = main(["analyze", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "out.jsonl"), "--html", str(tmp_path / "r.html"),
+                 "--threads", "1"])
+    assert code == 1
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r.get("utterance", r.get("line")) for r in rows] == [0, 2, 3, 3]  # lines 2 and 3 are errors, named by line
+    assert [r["label"] in LABELS for r in rows] == [True, False, False, True]
+    err = capsys.readouterr().err
+    assert "line 2: 'text' is not valid Unicode text" in err and "line 3: 'utterance' must be at most" in err
+    page = _page_data((tmp_path / "r.html").read_text())
+    assert page["failed_lines"] == 2 and [u["utterance"] for u in page["timelines"][0]["utterances"]] == [0, 3]
+
+
+def test_a_run_that_stops_keeps_every_line_before_it(tmp_path, monkeypatch):
+    """A bug on one line is that line's error; an interruption ends the run, --out and --html keep what came before."""
+    monkeypatch.setattr(embedded, "LocalInference", lambda *_: TinyInference())  # the models do not matter here
+    analyze_line = embedded.EmbeddedPipeline.analyze_line
+
+    def flaky(self, u):
+        if u.line == 2:
+            raise RuntimeError("a bug")
+        if u.line == 4:
+            raise KeyboardInterrupt
+        return analyze_line(self, u)
+
+    monkeypatch.setattr(embedded.EmbeddedPipeline, "analyze_line", flaky)
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in ("one", "two", "three", "four", "five")))
+    with pytest.raises(KeyboardInterrupt):
+        main(["analyze", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "out.jsonl"), "--html", str(tmp_path / "r.html")])
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["utterance"] for r in rows] == [0, 1, 2]
+    assert rows[0]["label"] in LABELS and rows[2]["label"] in LABELS
+    assert rows[1]["label"] is None and rows[1]["error"] == "line 2: unexpected error: RuntimeError: a bug"
+    page = _page_data((tmp_path / "r.html").read_text())
+    assert page["failed_lines"] == 1 and [u["utterance"] for u in page["timelines"][0]["utterances"]] == [0, 2]
+
+
+def test_an_unwritable_out_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "m.jsonl").write_text('{"text": "hi"}\n')
+    assert main(["analyze", str(tmp_path / "m.jsonl"), "--out", str(tmp_path)]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "gateway restarting"
+
+
+class _Gateway:
+    """The gateway and fusion, minus both: each request's event straight onto the bus; one utterance refused."""
+
+    def __init__(self, bus: MemoryBus, topic: str, refuse: int) -> None:
+        self.producer, self.topic, self.refuse = bus.producer(), topic, refuse
+        self.sent: list[int] = []
+
+    def AnalyzeUtterance(self, request, timeout=None, metadata=()):
+        self.sent.append(request.utterance.sequence)
+        if request.utterance.sequence == self.refuse:
+            raise _Unavailable()
+        event = events_pb2.EmotionEvent(utterance=request.utterance, label="joy")
+        self.producer.send(self.topic, b"k", event.SerializeToString())
+        return gateway_pb2.AnalyzeUtteranceResponse()
+
+
+def test_remote_results_come_in_order_as_each_is_final_and_a_refused_line_costs_only_itself(tmp_path):
+    cfg = Settings(tenant="t")
+    bus, topic = MemoryBus(), cfg.topic(topics.EMOTIONS)
+    events = bus.consumer(ConsumerSpec([topic], group_id=None, from_beginning=False))
+    lines = [{"utterance": 0, "text": "a"}, "{oops", {"utterance": 1, "text": "b"}, {"utterance": 2, "text": "c"}]
+    (tmp_path / "m.jsonl").write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    gateway = _Gateway(bus, topic, refuse=1)
+    results = remote.send(tmp_path / "m.jsonl", gateway, events, cfg, timeout_s=5)
+    first = next(results)
+    assert first.event is not None and gateway.sent == [0]  # handed out before the next line is even sent
+    rest = list(results)
+    assert gateway.sent == [0, 1, 2]
+    assert [r.line if r.utterance is None else r.utterance.line for r in rest] == [2, 3, 4]
+    assert rest[0].event is None and "line 2: invalid JSON" in rest[0].errors[0]
+    assert rest[1].event is None and rest[1].errors == ["line 3: UNAVAILABLE: gateway restarting"]
+    assert rest[2].event is not None and rest[2].event.utterance.sequence == 2

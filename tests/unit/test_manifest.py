@@ -3,6 +3,8 @@ import json
 import pytest
 
 from merc.analyze import manifest
+from merc.analyze.requests import encode_request, gateway_request, utterance_ref
+from merc.pipeline.results import MAX_ID_CHARS, MAX_INT, ref_problem
 
 
 def write(tmp_path, lines):
@@ -56,3 +58,36 @@ def test_bad_lines_name_the_line_and_others_still_parse(tmp_path, line, fragment
     assert isinstance(err, manifest.ManifestError) and err.line == 2
     assert "line 2" in str(err) and fragment in str(err)
     assert items[2].text == "still ok"
+
+
+# Values JSON reads but later code cannot take (protobuf fields, the store's columns): the line is refused, not the run.
+@pytest.mark.parametrize(
+    "obj, fragment",
+    [
+        ({"text": "bad \ud800"}, "'text' is not valid Unicode text"),
+        ({"text": "x", "speaker": "\udc80"}, "'speaker' is not valid Unicode text"),
+        ({"frames": ["ok.jpg", "\ud800.jpg"]}, "'frames' is not valid Unicode text"),
+        ({"text": "x", "utterance": MAX_INT + 1}, f"'utterance' must be at most {MAX_INT}"),
+        ({"text": "x", "end_ms": 2**64}, f"'end_ms' must be at most {MAX_INT}"),
+        ({"text": "x", "conversation": "c" * (MAX_ID_CHARS + 1)}, f"'conversation' is longer than {MAX_ID_CHARS}"),
+        ({"text": "x", "speaker": "a\x00b"}, "'speaker' contains a NUL"),
+        ({"audio": "a\x00.wav"}, "'audio' holds a path with a NUL"),
+        ({"text": "x", "utterance": -(10**4000)}, "must be a non-negative integer, got -1000"),  # and the message stays short
+    ],
+)
+def test_values_later_code_cannot_take_are_line_errors(tmp_path, obj, fragment):
+    p = write(tmp_path, [{"text": "ok"}, obj, {"text": "still ok"}])
+    _, err, last = manifest.read(p)
+    assert isinstance(err, manifest.ManifestError) and err.line == 2
+    assert fragment in str(err) and len(str(err)) < 200
+    assert last.text == "still ok"
+
+
+def test_the_limits_themselves_are_accepted_and_become_requests(tmp_path):
+    p = write(tmp_path, [{"conversation": "c" * MAX_ID_CHARS, "speaker": "s" * MAX_ID_CHARS, "utterance": MAX_INT, "text": "\U0001f600",
+                          "start_ms": MAX_INT, "end_ms": MAX_INT},
+                         {"conversation": "c" * MAX_ID_CHARS, "text": "the next number is past the limit"}])
+    u, err = manifest.read(p)
+    assert ref_problem(utterance_ref(u, "t")) is None
+    assert encode_request(u, "t", "").SerializeToString() and gateway_request(u, "t", "").SerializeToString()
+    assert isinstance(err, manifest.ManifestError) and "beyond" in str(err)
