@@ -1,4 +1,5 @@
-"""Fuzz the manifest parser: every line is an Utterance or a ManifestError that names the line."""
+"""Fuzz the manifest parser: every line is an Utterance or a ManifestError that names the line;
+an accepted line becomes requests without error, and a whole run answers every line."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from hypothesis import strategies as st
 
 from fuzz.common import count, fuzz
 from merc.analyze import manifest, segment
+from merc.analyze.embedded import EmbeddedPipeline
+from merc.analyze.requests import encode_request, gateway_request, utterance_ref
 from merc.pipeline.labels import LABELS
+from merc.pipeline.results import MAX_ID_CHARS, MAX_INT, ref_problem
+from merc.runtime.config import Settings
 
 KEYS = ("conversation", "utterance", "speaker", "text", "audio", "frames", "faces", "video", "start_ms", "end_ms", "label")
 BASE = Path("/manifests")
@@ -31,6 +36,30 @@ json_values = st.recursive(
 objects = st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)), json_values, max_size=len(KEYS) + 2)
 
 
+# Values at and past what later code takes: protobuf's uint32/uint64, the store's INTEGER and
+# VARCHAR columns, UTF-8 (lone surrogates pass JSON), NUL.
+extreme_ints = st.one_of(
+    st.sampled_from([0, 1, MAX_INT - 1, MAX_INT, MAX_INT + 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -1, -(2**63)]),
+    st.integers(MAX_INT - 3, MAX_INT + 3),
+)
+_surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+_odd_chars = st.one_of(st.characters(), _surrogates, st.sampled_from(["\x00", "\U0010ffff", "\ufeff", "\u2028", "\n", "\\", '"']))
+extreme_strings = st.one_of(
+    st.integers(MAX_ID_CHARS - 2, MAX_ID_CHARS + 2).map(lambda n: "c" * n),
+    st.integers(MAX_ID_CHARS - 2, MAX_ID_CHARS + 2).map(lambda n: "\U0001f600" * n),  # characters, not bytes, are counted
+    st.lists(_odd_chars, max_size=MAX_ID_CHARS + 4).map("".join),
+    st.tuples(st.text(max_size=8), _surrogates, st.text(max_size=8)).map("".join),
+    st.sampled_from(["", " ", "\x00", "a\x00b", "\ud800", "\udfff", "\ud83d\ude00", "x" * 5000]),
+)
+_extreme = {
+    **{k: extreme_ints for k in ("utterance", "start_ms", "end_ms")},
+    **{k: extreme_strings for k in ("conversation", "speaker", "text", "audio", "video")},
+    **{k: st.lists(extreme_strings, max_size=3) for k in ("frames", "faces")},
+    "label": st.one_of(st.sampled_from(LABELS), extreme_strings),
+}
+extreme_objects = st.fixed_dictionaries({}, optional=_extreme)
+
+
 def _dump(obj) -> str:
     # json.dumps writes NaN/Infinity (which json.loads reads back) and escapes lone surrogates.
     return json.dumps(obj, ensure_ascii=False) if not isinstance(obj, str) else obj
@@ -38,6 +67,8 @@ def _dump(obj) -> str:
 
 lines = st.one_of(
     objects.map(_dump),
+    extreme_objects.map(_dump),  # lone surrogates raw in the line
+    extreme_objects.map(json.dumps),  # ... and escaped, as \ud800: what survives a file read
     json_values.map(_dump),
     st.text(max_size=200),
     # Near-valid lines: a valid object with one character changed, cut or repeated.
@@ -71,7 +102,13 @@ def check_line(raw: str, line: int) -> None:
     assert u.label is None or u.label in LABELS
     assert all(isinstance(p, Path) for p in [*u.frames, *u.faces])
     for ms in (u.start_ms, u.end_ms):
-        assert ms is None or (isinstance(ms, int) and not isinstance(ms, bool) and ms >= 0)
+        assert ms is None or (isinstance(ms, int) and not isinstance(ms, bool) and 0 <= ms <= MAX_INT)
+    # What later code takes: the store's limits, protobuf's strings and integers, paths the OS can name.
+    assert ref_problem(utterance_ref(u, "tenant")) is None
+    encode_request(u, "tenant", "").SerializeToString()
+    gateway_request(u, "tenant", "").SerializeToString()
+    for p in [u.audio, u.video, *u.frames, *u.faces]:
+        assert p is None or "\x00" not in str(p) and str(p).encode("utf-8")
     count("manifest.parse_line", "ok")
 
 
@@ -82,6 +119,9 @@ def check_line(raw: str, line: int) -> None:
 @example(raw='{"frames": ' + "[" * 3000 + "]" * 3000 + "}", line=7)
 @example(raw='{"start_ms": 1e400, "end_ms": -1e400}', line=1)  # inf / -inf
 @example(raw='{"label": "\\ud800"}', line=2)  # a lone surrogate
+# Regressions: JSON read these, later code could not (protobuf raised mid-run, ending it).
+@example(raw='{"text": "bad \\ud800"}', line=4)
+@example(raw='{"utterance": 4294967296, "text": "x"}', line=5)
 def test_parse_line_gives_an_utterance_or_a_line_error(raw, line):
     check_line(raw, line)
 
@@ -119,5 +159,44 @@ def test_read_yields_a_result_for_every_line(workdir):
                 assert item.conversation  # the file's stem when the line names none
         errors = sum(isinstance(i, manifest.ManifestError) for i in items)
         count("manifest.read", "empty" if not items else "no line error" if not errors else "with line errors")
+
+    run()
+
+
+# Whole runs: every non-blank line answered in order, by an event or by errors that name it; never an exception.
+# Lines the parser takes, at the limits, so that runs reach the encoders and fusion too.
+_ids = st.one_of(st.text(max_size=4), st.just("c" * MAX_ID_CHARS), st.just("\U0001f600" * MAX_ID_CHARS))
+valid_objects = st.fixed_dictionaries(
+    {"text": st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)},
+    optional={"conversation": _ids, "speaker": _ids, "utterance": st.sampled_from([0, 1, MAX_INT - 1, MAX_INT]),
+              "start_ms": st.sampled_from([0, MAX_INT]), "label": st.sampled_from(LABELS)},
+)
+run_lines = st.lists(st.one_of(valid_objects.map(json.dumps), valid_objects.map(json.dumps), extreme_objects.map(json.dumps),
+                               lines.filter(lambda x: "\n" not in x and "\r" not in x)), max_size=6)
+
+
+def test_embedded_run_answers_every_line(inference, workdir):
+    @fuzz(40)
+    @given(chunks=run_lines)
+    @example(chunks=['{"text": "fine"}', '{"text": "bad \\ud800"}', '{"utterance": 4294967296, "text": "big"}', '{"text": "fine too"}'])
+    def run(chunks):
+        path = workdir / "run.jsonl"
+        path.write_text("\n".join(chunks) + "\n", encoding="utf-8", errors="surrogatepass")
+        with path.open(encoding="utf-8", errors="replace") as f:
+            expected = [n for n, raw in enumerate(f, start=1) if raw.strip()]
+        pipeline = EmbeddedPipeline(Settings(inference="local"), db_path=str(workdir / "run.db"), inference=inference)
+        try:
+            results = list(pipeline.analyze(path))
+        finally:
+            pipeline.close()
+            (workdir / "run.db").unlink()
+        assert [r.line if r.utterance is None else r.utterance.line for r in results] == expected
+        for r in results:
+            n = r.line if r.utterance is None else r.utterance.line
+            assert r.event is not None or r.errors
+            assert all(e.startswith(f"line {n}: ") for e in r.errors)
+            assert not any("unexpected error" in e for e in r.errors), r.errors  # every failure a check foresaw
+            r.to_json()
+            count("analyze.run", "event" if r.event is not None else "error")
 
     run()
