@@ -11,6 +11,7 @@ from merc.pipeline.encoder import Encoder
 from merc.pipeline.modalities import plugin
 from merc.runtime import monitoring, security, telemetry
 from merc.runtime.config import settings
+from merc.runtime.sealing import Sealing
 from merc.runtime.serving import Server, setup_logging
 from merc.v1 import encoder_pb2_grpc
 
@@ -25,7 +26,8 @@ def main() -> None:
     bus = make_bus(cfg)
     producer = bus.producer()
     modality = plugin(cfg.encoder_modality, inference, cfg)
-    encoder = Encoder(modality, producer, cfg.topic(topics.embeddings(modality.name)), cfg.tenant, cfg.pseudonym_secret)
+    encoder = Encoder(modality, producer, cfg.topic(topics.embeddings(modality.name)), cfg.tenant, cfg.pseudonym_secret,
+                      Sealing.parse(cfg.embedding_keys))
     options = security.server_options(cfg)
     # Tracing and metrics outermost: calls the key check refuses are traced and counted too.
     options["interceptors"] = [telemetry.ServerTracing(), monitoring.ServerMetrics(), *options["interceptors"]]

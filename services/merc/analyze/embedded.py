@@ -24,6 +24,7 @@ from merc.pipeline.fusion import FusionProcessor
 from merc.pipeline.modalities import PLUGINS, InvalidInput
 from merc.pipeline.text_context import ContextMemory
 from merc.runtime.config import Settings
+from merc.runtime.sealing import Sealing
 from merc.store import Store
 from merc.v1 import events_pb2
 
@@ -76,7 +77,7 @@ class EmbeddedPipeline:
         producer = self.bus.producer()
         self.encoders = {
             name: Encoder(cls(self.inference, self.settings), producer, self.settings.topic(topics.embeddings(name)), self.settings.tenant,
-                          self.settings.pseudonym_secret)
+                          self.settings.pseudonym_secret, Sealing.parse(self.settings.embedding_keys))
             for name, cls in PLUGINS.items()
         }
         self.fusion = FusionProcessor(self.bus, self.store, self.inference, self.settings)

@@ -144,7 +144,7 @@ def embed_text(dialogues: list[Dialogue], encoder: TextEncoder, cache: Path) -> 
 
 def to_split(dialogues: list[Dialogue], vectors: np.ndarray) -> Split:
     utts = [u for d in dialogues for u in d.utterances]
-    tq = np.stack([quality.features({"text_length": len(normalise_text(u.text))}) for u in utts])
+    tq = np.stack([quality.features({"text_length": quality.text_length(len(normalise_text(u.text)))}) for u in utts])
     return Split(vectors, tq, np.array([u.speaker_index for u in utts]), np.array([u.emotion for u in utts]),
                  np.array([u.sentiment for u in utts]), [len(d) for d in dialogues])
 

@@ -18,6 +18,8 @@ FIELDS = ("text_length", "voiced_ratio", "snr_db", "clipping_ratio", "face_found
 DIM = len(FIELDS)
 
 _FRAME = 160  # 10 ms at 16 kHz
+# The longest text length reported: the gate's text feature is already 1 from 200 characters.
+TEXT_LENGTH_CAP = 256
 SNR_CAP_DB = 40.0
 # Bump when a signal's definition changes: cached training pools are keyed by it.
 VERSION = "silero-vad-6.2.3/energy-snr-1/laplacian-1"
@@ -35,6 +37,18 @@ def features(q: common_pb2.QualitySignals | dict) -> np.ndarray:
         min(max(get("detector_score"), 0.0), 1.0),
         min(math.log1p(max(get("sharpness"), 0.0)) / math.log1p(2000.0), 1.0),
     ], dtype=np.float32)
+
+
+def text_length(chars: int) -> int:
+    """The length an utterance's embedding reports: the nearest power of two (in log scale), at most 256; 0 for none.
+
+    An exact count tells whoever reads the record how long a PIN, a name or an amount is; the gate
+    only needs the scale. Coarsening moves the gate's feature by at most 0.065 (of 0..1). Training
+    (merc.data.fusion_examples) reports lengths through this too, so a retrained model sees what
+    serving sends."""
+    if chars <= 0:
+        return 0
+    return min(2 ** round(math.log2(chars)), TEXT_LENGTH_CAP)
 
 
 def audio_signals(wave: np.ndarray) -> dict[str, float]:

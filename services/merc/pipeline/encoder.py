@@ -9,6 +9,7 @@ from merc.pipeline.events import EMBEDDING_SCHEMA
 from merc.pipeline.modalities import InvalidInput, ModalityPlugin
 from merc.pipeline.results import ref_problem
 from merc.runtime import monitoring, privacy, security, telemetry
+from merc.runtime.sealing import UNSEALED, Sealing
 from merc.v1 import common_pb2, encoder_pb2, events_pb2
 
 
@@ -24,12 +25,15 @@ def validate_ref(request: encoder_pb2.EncodeRequest) -> None:
 
 
 class Encoder:
-    def __init__(self, plugin: ModalityPlugin, producer: Producer, topic: str, tenant: str, pseudonym_secret: str = "") -> None:
+    def __init__(self, plugin: ModalityPlugin, producer: Producer, topic: str, tenant: str, pseudonym_secret: str = "",
+                 sealing: Sealing = UNSEALED) -> None:
+        """``sealing``: how record values are sealed for the topic (off: published as serialised)."""
         self.plugin = plugin
         self.producer = producer
         self.topic = topic
         self.default_tenant = tenant
         self.pseudonym_secret = pseudonym_secret
+        self.sealing = sealing
 
     def embed(self, request: encoder_pb2.EncodeRequest) -> events_pb2.ModalityEmbedding:
         """Validate and encode; the media is not kept past this call."""
@@ -61,7 +65,8 @@ class Encoder:
         # The record carries this span's traceparent: fusion continues the utterance's trace from it.
         with telemetry.span(f"{self.topic} publish", "producer", attributes), monitoring.encoder_stage(self.plugin.name, "publish"):
             headers = telemetry.with_trace_headers((("schema", EMBEDDING_SCHEMA), ("tenant", ref.tenant.encode())))
-            self.producer.send(self.topic, topics.conversation_key(ref.tenant, ref.conversation_id), embedding.SerializeToString(), headers)
+            key = topics.conversation_key(ref.tenant, ref.conversation_id)
+            self.producer.send(self.topic, key, self.sealing.seal(self.topic, key, embedding.SerializeToString()), headers)
             # Acknowledge only what the broker has: the caller may drop its media now.
             self.producer.flush()
 

@@ -33,6 +33,7 @@ from merc.pipeline.join import MODALITY_NAMES, Join, Release
 from merc.pipeline.predict import FUSION_MODEL, EmotionPredictor
 from merc.pipeline.results import UtteranceResult, ref_problem
 from merc.runtime import monitoring, telemetry
+from merc.runtime.sealing import UNSEALED, Sealing, Unopenable
 from merc.store import Store, StoreUnavailable
 from merc.v1 import events_pb2, state_pb2
 
@@ -91,16 +92,21 @@ def _brief(value: bytes | str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def decode_embedding(m: Message, dims: dict[str, int] | None = None) -> events_pb2.ModalityEmbedding:
+def decode_embedding(m: Message, dims: dict[str, int] | None = None, sealing: Sealing = UNSEALED) -> events_pb2.ModalityEmbedding:
     """The record's embedding, or PoisonMessage saying why fusion cannot use it.
 
-    ``dims``: the vector size the fusion model takes per modality. Anything that would fail the
-    step on every replay must die here, or the partition stalls.
+    ``dims``: the vector size the fusion model takes per modality; ``sealing``: how the value was
+    sealed (merc.runtime.sealing). Anything that would fail the step on every replay must die here,
+    or the partition stalls.
     """
     if m.value is None:
         raise PoisonMessage("empty value")
     try:
-        e = events_pb2.ModalityEmbedding.FromString(m.value)
+        plain = sealing.open(m.topic, m.key, m.value)
+    except Unopenable as exc:  # its reason names no byte of the value
+        raise PoisonMessage(str(exc)) from None
+    try:
+        e = events_pb2.ModalityEmbedding.FromString(plain)
     except DecodeError as exc:
         raise PoisonMessage(f"not a ModalityEmbedding: {exc}") from exc
     ref = e.utterance
@@ -154,6 +160,8 @@ class FusionProcessor:
         self.state_topic = settings.topic(topics.FUSION_STATE)
         self.events_topic = settings.topic(topics.EMOTIONS)
         self.dlq_topic = settings.topic(topics.DLQ)
+        # Embedding values and join states are sealed per tenant when keys are set (merc.runtime.sealing).
+        self.sealing = Sealing.parse(settings.embedding_keys)
         shapes = inference.input_shapes(FUSION_MODEL)
         k, hidden = shapes["CTX_FUSED"]
         self.context = ContextCache(store, k)
@@ -201,7 +209,8 @@ class FusionProcessor:
         try:
             if key is None:
                 raise ValueError("its key is not tenant\\0conversation")
-            self.join.restore(key, state_pb2.ConversationJoinState.FromString(value))
+            plain = self.sealing.open(self.state_topic, raw, value)
+            self.join.restore(key, state_pb2.ConversationJoinState.FromString(plain))
         except Exception as e:
             log.warning("skipped a join state record on %s[%d]: %s", self.state_topic, partition, _failure(e))
             return False
@@ -309,7 +318,7 @@ class FusionProcessor:
                 batch.erased.append(key)
                 continue
             try:
-                e = decode_embedding(m, self.predictor.dims)
+                e = decode_embedding(m, self.predictor.dims, self.sealing)
                 ref = e.utterance
                 outcome = self.join.add(e, now)
             except PoisonMessage as exc:
@@ -340,10 +349,12 @@ class FusionProcessor:
             batch.condemned.append(_utterance_key(r))
             self._traces.take(_utterance_key(r))  # no span: it is not fused
             ref = r.entry.ref
+            key = topics.conversation_key(ref.tenant, ref.conversation_id)
             for name, e in sorted(r.entry.embeddings.items()):
                 headers = (("schema", EMBEDDING_SCHEMA), ("tenant", ref.tenant.encode()))
-                batch.dead.append(DeadLetter(topics.conversation_key(ref.tenant, ref.conversation_id), e.SerializeToString(), headers,
-                                             reason, self.settings.topic(topics.embeddings(name))))
+                source = self.settings.topic(topics.embeddings(name))
+                # Sealed for its source topic, as an encoder would: a replay re-publishes it there.
+                batch.dead.append(DeadLetter(key, self.sealing.seal(source, key, e.SerializeToString()), headers, reason, source))
         return keep
 
     def _isolate(self, items: Iterable[T], attempt: Callable[[T], object], error: Exception) -> None:
@@ -408,7 +419,9 @@ class FusionProcessor:
                     headers = spans.headers(i, (("schema", SCHEMA), ("tenant", r.tenant.encode())))
                     p.send(self.events_topic, topics.conversation_key(r.tenant, r.conversation_id), event, headers)
                 for key, state in self.join.dirty_states(now).items():
-                    p.send(self.state_topic, topics.conversation_key(*key), state.SerializeToString(), partition=self._partition(key))
+                    raw = topics.conversation_key(*key)
+                    value = self.sealing.seal(self.state_topic, raw, state.SerializeToString())
+                    p.send(self.state_topic, raw, value, partition=self._partition(key))
                 for key in tombstones:
                     p.send(self.state_topic, topics.conversation_key(*key), None, partition=self._source_partition.pop(key, None))
                 p.commit(batch.offsets, self._consumer)

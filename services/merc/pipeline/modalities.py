@@ -68,7 +68,7 @@ class TextPlugin(ModalityPlugin):
         out = self.inference.infer(self.model, {"TEXT": np.array([[text.encode()]], dtype=object),
                                                 "CONTEXT": np.array([[context.encode()]], dtype=object)})
         vector = out["EMBEDDING"][0].astype(np.float32)
-        return Encoded(vector, common_pb2.QualitySignals(text_length=len(text)), self.model, self.inference.version(self.model))
+        return Encoded(vector, common_pb2.QualitySignals(text_length=quality.text_length(len(text))), self.model, self.inference.version(self.model))
 
     def warmup_request(self) -> encoder_pb2.EncodeRequest:
         return encoder_pb2.EncodeRequest(text="Warming up.", context_text="Hello.")

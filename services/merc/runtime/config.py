@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # Privacy (merc.runtime.privacy): speaker ids are pseudonymised with a per-tenant key derived from this
     # secret before anything is published; empty = speaker ids pass through unchanged.
     pseudonym_secret: str = ""
+    # Embedding records and the join state on Kafka sealed per tenant (merc.runtime.sealing): "id:secret"
+    # entries, comma-separated, the first seals and all open (rotation); empty = published in the clear.
+    embedding_keys: str = ""
     # Conversations whose last result is older than this are deleted by `merc retention`; 0 = keep.
     retention_days: float = 0
     log_level: str = "INFO"

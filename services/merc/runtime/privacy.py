@@ -5,11 +5,12 @@
   HMAC(secret, tenant)), so one tenant's pseudonyms say nothing about another's and the same person
   keeps one pseudonym within a tenant (mood per speaker still works). A caller that knows the
   secret can recompute a pseudonym; nobody can invert one.
-- Erasure: a conversation's rows are deleted and a tombstone (null value) is published under its
-  key on the embedding and event topics: the fusion service drops its in-memory state when one
-  reaches it and tombstones the conversation's join state (a compacted topic) in its transaction.
+- Erasure: a tombstone (null value) is published under the conversation's key on the embedding,
+  event and dead-letter topics, then its rows are deleted: the fusion service drops its in-memory
+  state when one reaches it and tombstones the conversation's join state (a compacted topic) in
+  its transaction; whoever reads or replays merc.dlq skips what a later tombstone erased.
 - Retention: conversations whose last result is older than ``MERC_RETENTION_DAYS`` are erased the
-  same way by ``merc retention`` (a scheduled job).
+  same way, one by one, by ``merc retention`` (a scheduled job).
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def pseudonym(speaker: str, tenant: str, secret: str) -> str:
 
 
 def tombstones(producer: Producer, settings, tenant: str, conversation_id: str) -> None:
-    """Null records under the conversation's key (tenant-scoped) on the embedding and event topics.
+    """Null records under the conversation's key (tenant-scoped) on the embedding, event and dead-letter topics.
 
     The fusion service, reading one on an embedding topic, forgets the conversation and writes the
-    tombstone of its join state itself (it alone knows that record's partition)."""
+    tombstone of its join state itself (it alone knows that record's partition). merc.dlq is not
+    compacted (its dead letters share their conversation's key): there the tombstone tells whoever
+    replays dead letters that the ones before it under that key are erased."""
     headers = (("tenant", tenant.encode()), ("erased", b"1"))
-    for topic in (*topics.EMBEDDINGS, topics.EMOTIONS):
+    for topic in (*topics.EMBEDDINGS, topics.EMOTIONS, topics.DLQ):
         producer.send(settings.topic(topic), topics.conversation_key(tenant, conversation_id), None, headers)
     producer.flush()
 
@@ -60,11 +63,15 @@ def erase(store: Store, producer: Producer, settings, tenant: str, conversation_
 
 
 def expire(store: Store, producer: Producer, settings, now: datetime | None = None) -> list[tuple[str, str]]:
-    """Erase every conversation past the retention age; their (tenant, conversation) keys."""
+    """Erase every conversation past the retention age; their (tenant, conversation) keys.
+
+    Each is erased like ``erase``, tombstones before rows: a run that stops half-way leaves every
+    conversation either untouched or tombstoned, and the next run finds the rows still to delete."""
     if settings.retention_days <= 0:
         return []
     cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
-    gone = store.expire(cutoff)
+    gone = store.expired(cutoff)
     for tenant, conversation_id in gone:
         tombstones(producer, settings, tenant, conversation_id)
+        store.erase(tenant, conversation_id)
     return gone

@@ -111,15 +111,14 @@ class Store:
         with self._session.begin() as s:
             return s.execute(q).rowcount or 0
 
-    def expire(self, cutoff: datetime) -> list[tuple[str, str]]:
-        """Delete the conversations whose latest result was emitted before ``cutoff``; their keys."""
+    def expired(self, cutoff: datetime) -> list[tuple[str, str]]:
+        """The (tenant, conversation) keys whose latest result was emitted before ``cutoff``; nothing is deleted.
+
+        Erasing them is the caller's (merc.runtime.privacy.expire): tombstones first, then rows."""
         last = func.max(UtteranceRow.emitted_at)
         old = select(UtteranceRow.tenant, UtteranceRow.conversation_id).group_by(UtteranceRow.tenant, UtteranceRow.conversation_id)
-        with self._session.begin() as s:
-            keys = [(t, c) for t, c in s.execute(old.having(last < cutoff)).all()]
-            for t, c in keys:
-                s.execute(delete(UtteranceRow).where(UtteranceRow.tenant == t, UtteranceRow.conversation_id == c))
-        return keys
+        with _outage_as_unavailable(), Session(self.engine) as s:
+            return [(t, c) for t, c in s.execute(old.having(last < cutoff)).all()]
 
     def close(self) -> None:
         self.engine.dispose()
