@@ -3,9 +3,11 @@
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from merc.analyze.embedded import EmbeddedPipeline
 from merc.analyze.manifest import Utterance
-from merc.runtime import privacy
+from merc.runtime import privacy, sealing
 from merc.runtime.config import Settings
 from merc.store import Store
 from unit.test_store import result
@@ -26,7 +28,8 @@ def lines(conversation: str):
 
 
 def test_no_speaker_name_reaches_the_bus_or_the_store(tmp_path):
-    pipeline = EmbeddedPipeline(Settings(inference="local", pseudonym_secret="s3cret", torch_threads=1),
+    keys = "k1:0123456789abcdef-secret"
+    pipeline = EmbeddedPipeline(Settings(inference="local", pseudonym_secret="s3cret", embedding_keys=keys, torch_threads=1),
                                 db_path=str(tmp_path / "m.db"))
     try:
         events = [pipeline.analyze_line(u).event for u in lines("c1")]
@@ -37,6 +40,8 @@ def test_no_speaker_name_reaches_the_bus_or_the_store(tmp_path):
         for topic in pipeline.bus._logs:
             for m in pipeline.bus.messages(topic):
                 assert b"Joey" not in (m.value or b"") and b"Rachel" not in (m.value or b"")
+                if (topic.startswith("merc.embeddings.") or topic == "merc.fusion.state") and m.value is not None:
+                    assert sealing.is_sealed(m.value), topic  # with a secret set, embeddings are sealed too
         rows = pipeline.store.conversation("default", "c1")
         assert not any("Joey" in json.dumps(r.speaker_moods) or r.speaker in ("Joey", "Rachel") for r in rows)
     finally:
@@ -55,7 +60,8 @@ def test_erasure_deletes_rows_and_the_fusion_forgets_the_conversation(tmp_path):
         assert pipeline.store.conversation("default", "c2") == []
         assert privacy.erase(pipeline.store, producer, cfg, "default", "c2") == 0  # idempotent, publishes nothing
         pipeline.fusion.step(poll_ms=0)
-        assert pipeline.bus.messages(cfg.topic("dlq")) == []  # a tombstone is not a poison message
+        # merc.dlq gets the erasure's own tombstone, and nothing else: a tombstone is not a poison message.
+        assert [(m.key, m.value) for m in pipeline.bus.messages(cfg.topic("dlq"))] == [(b"default\x00c2", None)]
         state = [m for m in pipeline.bus.messages(cfg.topic("fusion.state")) if m.key == b"default\x00c2"]
         assert state and state[-1].value is None  # the join state is tombstoned too
         # The conversation starts afresh: no context from the erased utterances.
@@ -81,4 +87,37 @@ def test_retention_erases_only_conversations_past_the_age(tmp_path):
     assert store.conversation("t", "old") == [] and len(store.conversation("t", "recent")) == 1
     assert [m.key for m in bus.messages(cfg.topic("emotions"))] == [b"t\x00old"]  # scoped by tenant
     assert privacy.expire(store, bus.producer(), Settings(retention_days=0), now) == []  # 0 = keep forever
+    store.close()
+
+
+class FailingProducer:
+    """A producer whose broker is gone: every send fails."""
+
+    def send(self, *args, **kwargs):
+        raise ConnectionError("broker down")
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        pass
+
+
+def test_retention_publishes_tombstones_before_deleting_rows(tmp_path):
+    """A run that cannot publish must delete nothing: rows deleted without their tombstones would leave the
+    conversation's records on Kafka with nothing left to say it was ever there."""
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    now = datetime.now(UTC)
+    old = result(0)
+    old.conversation_id, old.emitted_at = "old", now - timedelta(days=40)
+    store.upsert([old])
+    cfg = Settings(retention_days=30)
+    with pytest.raises(ConnectionError):
+        privacy.expire(store, FailingProducer(), cfg, now)
+    assert len(store.conversation("t", "old")) == 1  # still there: the next run erases it
+    from merc.bus.memory import MemoryBus
+
+    bus = MemoryBus()
+    assert privacy.expire(store, bus.producer(), cfg, now) == [("t", "old")]
+    assert store.conversation("t", "old") == []
+    for topic in ("embeddings.text", "embeddings.audio", "embeddings.vision", "emotions", "dlq"):
+        assert [(m.key, m.value) for m in bus.messages(cfg.topic(topic))] == [(b"t\x00old", None)], topic
     store.close()

@@ -63,3 +63,24 @@ def test_incongruence_is_zero_for_agreement_and_one_for_disjoint_certainty():
     assert s[0] == pytest.approx(0)
     assert s[1] == pytest.approx(2 / 3)  # pairs: (joy, joy) 0, (joy, anger) 1, (joy, anger) 1
     assert incongruence.score(probs[:1], np.array([[0, 0, 1]]))[0] == 0
+
+
+def test_text_length_is_reported_coarsely_and_moves_the_gate_feature_little():
+    assert [quality.text_length(n) for n in (0, 1, 2, 3, 4, 5, 6, 11, 12, 181, 182, 5000)] == [0, 1, 2, 4, 4, 4, 8, 8, 16, 128, 256, 256]
+    # A 4-digit PIN and its neighbours look alike: the record no longer says how many characters were sent.
+    assert quality.text_length(3) == quality.text_length(4) == quality.text_length(5)
+    i = quality.FIELDS.index("text_length")
+    shift = max(abs(quality.features({"text_length": n})[i] - quality.features({"text_length": quality.text_length(n)})[i])
+                for n in range(0, 2001))
+    assert shift < 0.066
+
+
+def test_the_text_encoder_publishes_the_coarse_length():
+    from merc.pipeline.modalities import TextPlugin
+    from merc.runtime.config import Settings
+    from merc.v1 import encoder_pb2
+    from unit.fakes import TinyInference
+
+    plugin = TextPlugin(TinyInference(), Settings())
+    lengths = {plugin.encode(encoder_pb2.EncodeRequest(text=t)).quality.text_length for t in ("123", "1234", "12345")}
+    assert lengths == {4}
