@@ -202,6 +202,8 @@ BAD_VALUES = [
     "tls.mutual=1",
     "tls.caKey=",
     "privacy.pseudonymSecret.value=too-short",
+    "privacy.embeddingKeys.value=0123456789abcdef-no-id",
+    "privacy.embeddingKeys.value=k1:too-short",
     "retention.days=-1",
     "retention.schedule=@sometimes",
     "retention.timeZone=Central European Time",
@@ -257,6 +259,9 @@ CROSS_FIELD = [
     (("apiKeys.existingSecret=merc-api-keys",), "helm test needs a key too"),
     (("privacy.pseudonymSecret.existingSecret=s", "privacy.pseudonymSecret.value=0123456789abcdef"),
      "set either existingSecret or value, not both"),
+    (("privacy.embeddingKeys.existingSecret=s", "privacy.embeddingKeys.value=k1:0123456789abcdef"),
+     "privacy.embeddingKeys: set either existingSecret or value, not both"),
+    (("privacy.pseudonymSecret.existingSecret=s",), "privacy.pseudonymSecret is set: set privacy.embeddingKeys too"),
     (("gateway.httpPort=28050",), "gateway.httpPort (28050) must differ from gateway.port and gateway.metricsPort"),
     (("gateway.httpPort=29090",), "gateway.httpPort (29090) must differ from gateway.port and gateway.metricsPort"),
 ]
@@ -561,7 +566,7 @@ def test_kafka_topics_are_the_local_stacks_topics():
 def test_secrets_stay_out_of_configmaps(name):
     for cm in objects(render(name), "ConfigMap"):
         for key, value in cm["data"].items():
-            assert key not in ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD", "MERC_PSEUDONYM_SECRET", "MERC_API_KEY",
+            assert key not in ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD", "MERC_PSEUDONYM_SECRET", "MERC_EMBEDDING_KEYS", "MERC_API_KEY",
                                "MERC_API_KEYS"), key
             assert "change-me" not in value and "://" not in value, key
 
@@ -696,6 +701,29 @@ def test_only_the_encoders_get_the_pseudonym_secret_and_from_a_secret(name):
             assert ref["name"] == secret["existingSecret"] and ref["name"] not in chart_secrets
         else:  # inline: kept in the chart's own (non-hook) Secret
             assert chart_secrets[ref["name"]]["stringData"][ref["key"]] == secret["value"]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_encoders_and_fusion_get_the_embedding_keys_from_a_secret_whenever_speakers_are_pseudonymised(name):
+    docs, values = render(name), effective_values(name)
+    keys, pseudonym = values["privacy"]["embeddingKeys"], values["privacy"]["pseudonymSecret"]
+    sealed = bool(keys["existingSecret"] or keys["value"])
+    assert sealed or not (pseudonym["existingSecret"] or pseudonym["value"])  # a tenant secret set: sealing on
+    chart_secrets = {o["metadata"]["name"]: o for o in objects(docs, "Secret") if not is_hook(o)}
+    got = set()
+    for comp, _spec, c, _env in merc_pods(name):
+        var = next((e for e in c.get("env") or [] if e["name"] == "MERC_EMBEDDING_KEYS"), None)
+        if kind_of(comp) not in ("encoder", "fusion") or not sealed:
+            assert var is None, comp
+            continue
+        got.add(kind_of(comp))
+        ref = var["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == keys["key"]
+        if keys["existingSecret"]:
+            assert ref["name"] == keys["existingSecret"] and ref["name"] not in chart_secrets
+        else:
+            assert chart_secrets[ref["name"]]["stringData"][ref["key"]] == keys["value"]
+    assert got == ({"encoder", "fusion"} if sealed else set())
 
 
 @pytest.mark.parametrize("name", VALUES)

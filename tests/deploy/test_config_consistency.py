@@ -48,7 +48,8 @@ OPTIONAL = {"retention"}
 REQUIRED_BY_PYDANTIC = {f"MERC_{n.upper()}" for n, f in Settings.model_fields.items() if f.is_required()}
 KAFKA_USERS = ("encoder", "fusion", "gateway", "test", "retention")
 # Values that are credentials: from a Secret, never literal in a pod spec.
-SECRET_VALUES = ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD", "MERC_PSEUDONYM_SECRET", "MERC_API_KEY", "MERC_API_KEYS")
+SECRET_VALUES = ("MERC_DATABASE_URL", "MERC_KAFKA_SASL_PASSWORD", "MERC_PSEUDONYM_SECRET", "MERC_EMBEDDING_KEYS", "MERC_API_KEY",
+                 "MERC_API_KEYS")
 
 # Settings whose value is where this deployment's things are, not a tunable with a default to keep.
 DEPLOYMENT_SPECIFIC = {"kafka_bootstrap", "database_url", "triton_url", "text_encoder_url", "audio_encoder_url",
@@ -148,10 +149,12 @@ def test_encoders_get_no_database_credentials(values):
 
 
 # Settings only some kinds of workload may get: the pseudonym secret is for the encoders (they
-# pseudonymise before publishing), the API-key hashes for the services that check keys, a raw key
+# pseudonymise before publishing), the embedding keys for the encoders and fusion (they seal and
+# open embedding records), the API-key hashes for the services that check keys, a raw key
 # for the helm test Pod (the one client), the retention age for the retention job.
 ONLY_FOR = {
     "MERC_PSEUDONYM_SECRET": {"encoder"},
+    "MERC_EMBEDDING_KEYS": {"encoder", "fusion"},
     "MERC_API_KEYS_FILE": {"encoder", "fusion", "gateway"},
     "MERC_API_KEYS": set(),
     "MERC_API_KEY": {"test"},

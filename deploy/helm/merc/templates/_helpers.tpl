@@ -278,6 +278,19 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* MERC_EMBEDDING_KEYS (encoders and fusion: they seal and open embedding records), from
+     privacy.embeddingKeys.existingSecret or the chart's Secret. */}}
+{{- define "merc.env.embeddingKeys" -}}
+{{- $k := .Values.privacy.embeddingKeys }}
+{{- if or $k.existingSecret $k.value }}
+- name: MERC_EMBEDDING_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "merc.secretName" .) $k.existingSecret }}
+      key: {{ $k.key }}
+{{- end }}
+{{- end }}
+
 {{/* Every volume / mount a MERC service pod gets besides /tmp: (dict "root" $ "apiKeys" true) */}}
 {{- define "merc.serviceVolumes" -}}
 {{- with include "merc.kafkaCaVolume" .root | trim }}
@@ -479,6 +492,13 @@ spec:
 {{- end }}
 {{- if and .Values.privacy.pseudonymSecret.existingSecret .Values.privacy.pseudonymSecret.value }}
 {{- fail "privacy.pseudonymSecret: set either existingSecret or value, not both" }}
+{{- end }}
+{{- $ek := .Values.privacy.embeddingKeys }}
+{{- if and $ek.existingSecret $ek.value }}
+{{- fail "privacy.embeddingKeys: set either existingSecret or value, not both" }}
+{{- end }}
+{{- if and (or .Values.privacy.pseudonymSecret.existingSecret .Values.privacy.pseudonymSecret.value) (not (or $ek.existingSecret $ek.value)) }}
+{{- fail "privacy.pseudonymSecret is set: set privacy.embeddingKeys too (a Secret holding `k1:<openssl rand -hex 32>`), so that embedding records are sealed on Kafka; README.md \"What is stored and published\"" }}
 {{- end }}
 {{- end }}
 
