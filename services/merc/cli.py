@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("tenant")
     k.set_defaults(func=cmd_keys)
 
-    r = sub.add_parser("retention", help="erase conversations older than MERC_RETENTION_DAYS (rows + Kafka tombstones); run it on a schedule")
+    r = sub.add_parser("retention", help="erase conversations older than MERC_RETENTION_DAYS (Kafka tombstones, then rows); run it on a schedule")
     r.add_argument("--days", type=float, help="override MERC_RETENTION_DAYS")
     r.add_argument("--url", help="SQLAlchemy URL (default: MERC_DATABASE_URL)")
     r.set_defaults(func=cmd_retention)
