@@ -15,12 +15,13 @@ from concurrent import futures
 
 import grpc
 
-from merc.bus import Producer
+from merc.bus import DeliveryFailed, Producer
 from merc.gateway.hub import EventHub
 from merc.pipeline.events import to_event
 from merc.pipeline.join import MODALITY_ENUMS
 from merc.pipeline.text_context import ContextMemory
 from merc.runtime import privacy, security, telemetry
+from merc.runtime.errors import public_message
 from merc.store import Store
 from merc.v1 import (
     common_pb2,
@@ -110,7 +111,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             tenant = security.check_tenant(request.utterance.tenant, self.tenant)
         except PermissionError as e:
-            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.PERMISSION_DENIED, str(e))
+            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.PERMISSION_DENIED, public_message(e))
         ref = common_pb2.UtteranceRef()
         ref.CopyFrom(request.utterance)
         ref.tenant = tenant
@@ -137,9 +138,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 failures.append(code)
                 response.errors.add(modality=MODALITY_ENUMS[m], reason=reason)
         if not response.modalities:
-            # Nothing was published: fail the call with the most telling status.
+            # Nothing was published: fail the call with the most telling status. An encoder whose
+            # record the broker did not accept answered UNAVAILABLE, and so does this call: retry.
             code = grpc.StatusCode.INVALID_ARGUMENT if grpc.StatusCode.INVALID_ARGUMENT in failures else grpc.StatusCode.UNAVAILABLE
-            return response, (code, "; ".join(f"{common_pb2.Modality.Name(e.modality)}: {e.reason}" for e in response.errors))
+            return response, (code, public_message("; ".join(f"{common_pb2.Modality.Name(e.modality)}: {e.reason}" for e in response.errors)))
         return response, None
 
     def _encode(self, modality: str, request: encoder_pb2.EncodeRequest, metadata=()) -> tuple[grpc.StatusCode, str] | None:
@@ -150,7 +152,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             stub.Encode(request, timeout=self.timeout_s, metadata=metadata)
             return None
         except grpc.RpcError as e:
-            return e.code(), e.details() or str(e.code())
+            return e.code(), public_message(e.details() or e.code().name)
 
     def GetConversation(self, request: gateway_pb2.GetConversationRequest, context: grpc.ServicerContext) -> gateway_pb2.GetConversationResponse:
         if not request.conversation_id:
@@ -168,7 +170,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if self.producer is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this gateway has no bus to publish tombstones on")
         tenant = self._tenant(request.tenant, context)
-        deleted = privacy.erase(self.store, self.producer, self.settings, tenant, request.conversation_id)
+        try:
+            deleted = privacy.erase(self.store, self.producer, self.settings, tenant, request.conversation_id)
+        except DeliveryFailed as e:
+            # Tombstones go first and the rows are deleted only once the broker has them all: nothing
+            # is erased yet, and erasing again is safe.
+            log.warning("erasure not done, tombstones not published: %s", e)
+            context.abort(grpc.StatusCode.UNAVAILABLE, public_message(f"the erasure tombstones were not published, nothing was erased; retry: {e}"))
         log.info("erased a conversation of tenant %s: %d stored results", tenant, deleted)
         return gateway_pb2.EraseConversationResponse(utterances_deleted=deleted)
 
@@ -176,7 +184,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             return security.check_tenant(requested, self.tenant)
         except PermissionError as e:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, public_message(e))
 
 
 class _Stream:

@@ -6,13 +6,17 @@ Business logic sees only these interfaces, never a Kafka client.
 from merc.bus.base import (
     Bus,
     Consumer,
+    Delivery,
+    DeliveryFailed,
     Message,
     Producer,
     TopicPartition,
     TransactionalProducer,
+    wait_all,
 )
 
-__all__ = ["Bus", "Consumer", "Message", "Producer", "TopicPartition", "TransactionalProducer", "make_bus"]
+__all__ = ["Bus", "Consumer", "Delivery", "DeliveryFailed", "Message", "Producer", "TopicPartition", "TransactionalProducer",
+           "make_bus", "wait_all"]
 
 
 def make_bus(settings) -> Bus:

@@ -28,10 +28,45 @@ class Message:
         return None
 
 
+class DeliveryFailed(Exception):
+    """The broker did not accept a record: it refused it, or did not acknowledge it within the
+    producer's delivery timeout (an outage). The record may not be on the topic: whoever asked
+    for it to be published must be told to retry, never that it was done."""
+
+
+class Delivery(abc.ABC):
+    """The outcome of one send. A record is published once ``wait`` returns, not before: a producer
+    hands records to the broker in the background, and ``flush`` does not say whether they were accepted."""
+
+    @abc.abstractmethod
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Return once the broker has the record; raise DeliveryFailed if it refused it or if it is not
+        acknowledged in time (``None``: the producer's own delivery timeout, counted from the send)."""
+
+
+class Delivered(Delivery):
+    """A delivery whose outcome is known when the send returns (the in-process bus, transactions)."""
+
+    def __init__(self, failure: str | None = None) -> None:
+        self.failure = failure
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        if self.failure is not None:
+            raise DeliveryFailed(self.failure)
+
+
+def wait_all(deliveries: Iterable[Delivery]) -> None:
+    """Wait for every delivery (each within its own timeout); DeliveryFailed names the first failure."""
+    for delivery in list(deliveries):
+        delivery.wait()
+
+
 class Producer(abc.ABC):
     @abc.abstractmethod
-    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> None:
-        """Partition by key unless `partition` is given."""
+    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> Delivery:
+        """Partition by key unless `partition` is given. Raises DeliveryFailed when the record cannot
+        even be queued (e.g. no metadata for its topic within the delivery timeout); otherwise its
+        Delivery says whether the broker accepted it."""
 
     @abc.abstractmethod
     def flush(self, timeout_s: float = 30.0) -> None: ...

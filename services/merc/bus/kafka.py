@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from kafka import (
@@ -12,11 +13,14 @@ from kafka import (
     OffsetAndMetadata,
 )
 from kafka import TopicPartition as KafkaTopicPartition
+from kafka.errors import KafkaError
 
 from merc.bus.base import (
     Bus,
     Consumer,
     ConsumerSpec,
+    Delivery,
+    DeliveryFailed,
     Headers,
     Message,
     Producer,
@@ -25,6 +29,11 @@ from merc.bus.base import (
 )
 
 log = logging.getLogger(__name__)
+
+LINGER_MS = 2
+# A delivery's wait outlasts the producer's own delivery timeout by this much, so that it is the
+# producer that declares a record failed (its expiry check runs on the sender thread's schedule).
+EXPIRY_GRACE_S = 1.0
 
 
 class KafkaBus(Bus):
@@ -41,10 +50,21 @@ class KafkaBus(Bus):
             self._common["ssl_cafile"] = settings.kafka_ssl_cafile
 
     def producer(self) -> Producer:
-        return _KafkaProducer(KafkaProducer(acks="all", linger_ms=2, **self._common))
+        # Set, not left to the client's defaults (2 minutes of retries, 1 minute blocked on
+        # metadata): a caller waits for its record's acknowledgement, and must hear "retry"
+        # before its own deadline. Retries go on until the delivery timeout; then the record fails.
+        delivery_ms = int(self._settings.kafka_delivery_timeout_s * 1000)
+        timeouts = {
+            "delivery_timeout_ms": delivery_ms,
+            # Two attempts fit in the delivery timeout (the client requires linger + request <= delivery).
+            "request_timeout_ms": max(1, min(30_000, (delivery_ms - LINGER_MS) // 2)),
+            "max_block_ms": delivery_ms,  # send() waiting for the topic's metadata (broker down)
+        }
+        return _KafkaProducer(KafkaProducer(acks="all", linger_ms=LINGER_MS, **timeouts, **self._common))
 
     def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
-        producer = KafkaProducer(transactional_id=transactional_id, acks="all", linger_ms=2, **self._common)
+        # Its records are acknowledged by commit_transaction, which raises when one failed.
+        producer = KafkaProducer(transactional_id=transactional_id, acks="all", linger_ms=LINGER_MS, **self._common)
         # Fences any zombie with the same id and aborts its open transaction.
         producer.init_transactions()
         return _KafkaTransactionalProducer(producer)
@@ -114,15 +134,44 @@ class _Listener(ConsumerRebalanceListener):
             self._spec.on_assign([(tp.topic, tp.partition) for tp in assigned])
 
 
+def _failure(topic: str, error: Exception) -> str:
+    return f"{topic}: the broker did not accept the record: {type(error).__name__}: {error}"
+
+
+class _KafkaDelivery(Delivery):
+    def __init__(self, topic: str, future, deadline: float) -> None:
+        self._topic = topic
+        self._future = future
+        self._deadline = deadline
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        timeout = max(0.0, self._deadline - time.monotonic()) if timeout_s is None else timeout_s
+        try:
+            self._future.get(timeout=timeout)
+        except KafkaError as e:  # refused, expired after the delivery timeout, or not done in time
+            raise DeliveryFailed(_failure(self._topic, e)) from e
+
+
 class _KafkaProducer(Producer):
     def __init__(self, producer: KafkaProducer) -> None:
         self._p = producer
+        self._timeout_s = producer.config["delivery_timeout_ms"] / 1000
 
-    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> None:
-        self._p.send(topic, key=key, value=value, headers=list(headers), partition=partition)
+    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> Delivery:
+        # The deadline counts from here: send() itself may block on the topic's metadata.
+        deadline = time.monotonic() + self._timeout_s + EXPIRY_GRACE_S
+        try:
+            future = self._p.send(topic, key=key, value=value, headers=list(headers), partition=partition)
+        except KafkaError as e:  # no metadata within max_block_ms, a record over max_request_size, closed
+            raise DeliveryFailed(_failure(topic, e)) from e
+        return _KafkaDelivery(topic, future, deadline)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        self._p.flush(timeout=timeout_s)
+        """Push out what is buffered; says nothing about whether it was accepted (Delivery.wait does)."""
+        try:
+            self._p.flush(timeout=timeout_s)
+        except KafkaError as e:
+            raise DeliveryFailed(f"records still unsent after {timeout_s:g} s: {type(e).__name__}: {e}") from e
 
     def close(self) -> None:
         self._p.close()

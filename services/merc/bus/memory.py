@@ -14,6 +14,8 @@ from merc.bus.base import (
     Bus,
     Consumer,
     ConsumerSpec,
+    Delivered,
+    Delivery,
     Headers,
     Message,
     Producer,
@@ -29,6 +31,19 @@ class MemoryBus(Bus):
         self._committed: dict[str, dict[TopicPartition, int]] = defaultdict(dict)
         self._lock = threading.RLock()
         self._arrived = threading.Condition(self._lock)
+        self._refused: dict[str, str] = {}  # topic -> why the "broker" refuses its records
+
+    def refuse(self, topic: str, reason: str = "refused by the broker") -> None:
+        """Refuse every record a plain producer sends to ``topic`` from now on (what a broker does
+        to an unauthorised or oversized record, or an outage past the delivery timeout): nothing is
+        appended and the send's Delivery fails. For tests of what callers do then."""
+        with self._lock:
+            self._refused[topic] = reason
+
+    def accept(self, topic: str) -> None:
+        """Undo ``refuse``."""
+        with self._lock:
+            self._refused.pop(topic, None)
 
     def create_topic(self, topic: str, partitions: int | None = None) -> None:
         with self._lock:
@@ -78,8 +93,12 @@ class _MemoryProducer(Producer):
     def __init__(self, bus: MemoryBus) -> None:
         self._bus = bus
 
-    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> None:
-        self._bus._append([(topic, key, value, tuple(headers), partition)])
+    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> Delivery:
+        with self._bus._lock:
+            refused = self._bus._refused.get(topic)
+            if refused is None:
+                self._bus._append([(topic, key, value, tuple(headers), partition)])
+        return Delivered(None if refused is None else f"{topic}: {refused}")
 
     def flush(self, timeout_s: float = 30.0) -> None:
         pass
@@ -98,10 +117,11 @@ class _MemoryTransactionalProducer(TransactionalProducer):
             raise RuntimeError("a transaction is already open")
         self._pending = []
 
-    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> None:
+    def send(self, topic: str, key: bytes, value: bytes | None, headers: Headers = (), partition: int | None = None) -> Delivery:
         if self._pending is None:
             raise RuntimeError("send outside a transaction")
         self._pending.append((topic, key, value, tuple(headers), partition))
+        return Delivered()  # what counts is the commit
 
     def commit(self, offsets: dict[TopicPartition, int], consumer: Consumer) -> None:
         if self._pending is None:

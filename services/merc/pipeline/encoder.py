@@ -60,15 +60,17 @@ class Encoder:
         )
 
     def publish(self, embedding: events_pb2.ModalityEmbedding) -> None:
+        """Publish and wait for the broker's acknowledgement (DeliveryFailed: not published, retry)."""
         ref = embedding.utterance
         attributes = {"messaging.system": "kafka", "messaging.destination.name": self.topic, **telemetry.utterance_attributes(embedding)}
         # The record carries this span's traceparent: fusion continues the utterance's trace from it.
         with telemetry.span(f"{self.topic} publish", "producer", attributes), monitoring.encoder_stage(self.plugin.name, "publish"):
             headers = telemetry.with_trace_headers((("schema", EMBEDDING_SCHEMA), ("tenant", ref.tenant.encode())))
             key = topics.conversation_key(ref.tenant, ref.conversation_id)
-            self.producer.send(self.topic, key, self.sealing.seal(self.topic, key, embedding.SerializeToString()), headers)
-            # Acknowledge only what the broker has: the caller may drop its media now.
-            self.producer.flush()
+            delivery = self.producer.send(self.topic, key, self.sealing.seal(self.topic, key, embedding.SerializeToString()), headers)
+            # Acknowledge only what the broker has accepted: the caller drops its media once answered.
+            # A refused or expired record raises DeliveryFailed, which the servicer answers UNAVAILABLE.
+            delivery.wait()
 
     def encode(self, request: encoder_pb2.EncodeRequest) -> encoder_pb2.EncodeResponse:
         embedding = self.embed(request)

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: str | None = None
     topic_prefix: str = "merc"
+    # How long a published record may take to be acknowledged by the broker (retries included) before the
+    # caller is answered UNAVAILABLE; under the gateway's 30 s call to an encoder, so the client hears "retry".
+    kafka_delivery_timeout_s: float = Field(default=10.0, gt=0)
 
     # PostgreSQL (or any SQLAlchemy URL; the embedded mode uses SQLite)
     database_url: str = "postgresql+psycopg://merc:merc@127.0.0.1:25432/merc"

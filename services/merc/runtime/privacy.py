@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import UTC, datetime, timedelta
 
-from merc.bus import Producer, topics
+from merc.bus import Producer, topics, wait_all
 from merc.store import Store
 
 PREFIX = "spk-"
+DIGEST_CHARS = 20  # hex digits of the HMAC kept (80 bits)
+# Exactly what `pseudonym` produces. Only that passes through unchanged (a caller re-sending published
+# events); "spk-alice" is a speaker id like any other and is pseudonymised.
+PSEUDONYM = re.compile(re.escape(PREFIX) + f"[0-9a-f]{{{DIGEST_CHARS}}}")
 
 
 def tenant_key(secret: str, tenant: str) -> bytes:
@@ -30,10 +35,11 @@ def tenant_key(secret: str, tenant: str) -> bytes:
 
 
 def pseudonym(speaker: str, tenant: str, secret: str) -> str:
-    """The published id of a speaker; unchanged when no secret is configured, or already a pseudonym."""
-    if not secret or not speaker or speaker.startswith(PREFIX):
+    """The published id of a speaker; unchanged when no secret is configured, or already a pseudonym
+    (exactly the format below: anything else starting with the prefix is a speaker id)."""
+    if not secret or not speaker or PSEUDONYM.fullmatch(speaker):
         return speaker
-    return PREFIX + hmac.new(tenant_key(secret, tenant), speaker.encode(), hashlib.sha256).hexdigest()[:20]
+    return PREFIX + hmac.new(tenant_key(secret, tenant), speaker.encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
 
 
 def tombstones(producer: Producer, settings, tenant: str, conversation_id: str) -> None:
@@ -42,11 +48,11 @@ def tombstones(producer: Producer, settings, tenant: str, conversation_id: str) 
     The fusion service, reading one on an embedding topic, forgets the conversation and writes the
     tombstone of its join state itself (it alone knows that record's partition). merc.dlq is not
     compacted (its dead letters share their conversation's key): there the tombstone tells whoever
-    replays dead letters that the ones before it under that key are erased."""
+    replays dead letters that the ones before it under that key are erased.
+    Returns once the broker has every one; DeliveryFailed otherwise."""
     headers = (("tenant", tenant.encode()), ("erased", b"1"))
-    for topic in (*topics.EMBEDDINGS, topics.EMOTIONS, topics.DLQ):
-        producer.send(settings.topic(topic), topics.conversation_key(tenant, conversation_id), None, headers)
-    producer.flush()
+    key = topics.conversation_key(tenant, conversation_id)
+    wait_all([producer.send(settings.topic(topic), key, None, headers) for topic in (*topics.EMBEDDINGS, topics.EMOTIONS, topics.DLQ)])
 
 
 def erase(store: Store, producer: Producer, settings, tenant: str, conversation_id: str) -> int:

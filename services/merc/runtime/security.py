@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from merc.pipeline.results import MAX_TENANT_CHARS
 from merc.runtime.interceptors import HEALTH_PREFIX, wrap_handler
 
 _tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("merc_tenant", default=None)
@@ -42,17 +43,45 @@ def new_key() -> str:
     return "merc_" + secrets.token_urlsafe(32)
 
 
-def parse_keys(text: str, source: str) -> dict[str, str]:
-    """``tenant:sha256hex`` entries separated by commas or newlines -> {hash: tenant}."""
-    out: dict[str, str] = {}
-    for i, entry in enumerate(e.strip() for e in text.replace(",", "\n").splitlines()):
-        if not entry or entry.startswith("#"):
-            continue
+def _entries(text: str):
+    """(where, entry) for each non-blank, non-comment entry: "line N" in a file of lines, "entry N"
+    in a comma-separated list (MERC_API_KEYS)."""
+    lines = text.splitlines()
+    n = 0
+    for number, line in enumerate(lines, 1):
+        for entry in line.split(","):
+            entry = entry.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            n += 1
+            yield (f"line {number}" if len(lines) > 1 else f"entry {n}"), entry
+
+
+def parse_keys(text: str, source: str, into: dict[str, str] | None = None) -> dict[str, str]:
+    """``tenant:sha256hex`` entries separated by commas or newlines -> {hash: tenant}, added to ``into``.
+
+    Checked when loaded, so a bad file stops the service at start instead of failing calls later:
+    a tenant the store could not hold (empty, over MAX_TENANT_CHARS, a NUL), a hash that is not 64
+    hex digits, and one hash listed for two tenants (a key must name one tenant) are refused, naming
+    the line."""
+    out = {} if into is None else into
+    for where, entry in _entries(text):
         tenant, _, digest = entry.partition(":")
-        digest = digest.strip().lower()
-        if not tenant.strip() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise KeyConfigError(f"{source}: entry {i + 1} is not 'tenant:<64 hex digits of sha256(key)>'")
-        out[digest] = tenant.strip()
+        tenant, digest = tenant.strip(), digest.strip().lower()
+        problem = None
+        if not tenant:
+            problem = "the tenant is empty"
+        elif len(tenant) > MAX_TENANT_CHARS:
+            problem = f"the tenant is longer than {MAX_TENANT_CHARS} characters"
+        elif "\x00" in tenant:
+            problem = "the tenant contains a NUL character"
+        elif len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            problem = "the hash is not 64 hex digits"
+        elif out.get(digest, tenant) != tenant:
+            problem = f"this key's hash is already listed for tenant {out[digest]!r}"
+        if problem:
+            raise KeyConfigError(f"{source}: {where}: {problem}; expected 'tenant:<64 hex digits of sha256(key)>'")
+        out[digest] = tenant
     return out
 
 
@@ -66,7 +95,7 @@ class ApiKeys:
         if settings.api_keys_file:
             path = Path(settings.api_keys_file)
             try:
-                hashes.update(parse_keys(path.read_text(), str(path)))
+                parse_keys(path.read_text(), f"MERC_API_KEYS_FILE {path}", into=hashes)  # a hash in both must name one tenant
             except OSError as e:
                 raise KeyConfigError(f"MERC_API_KEYS_FILE {path}: {e.strerror}") from None
         return cls(hashes)

@@ -11,6 +11,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from merc.runtime.errors import CatchAll
 from merc.runtime.telemetry import JsonFormatter
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ class Server:
                  interceptors: Sequence[grpc.ServerInterceptor] = (), max_message_bytes: int = 32 * 1024 * 1024) -> None:
         # A message over max_message_bytes is refused (RESOURCE_EXHAUSTED) before it is read whole.
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors), options=options)
+        # CatchAll innermost: what a servicer did not map is INTERNAL, and the interceptors outside see that code.
+        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[*interceptors, CatchAll()], options=options)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.address = f"{host}:{port}"
