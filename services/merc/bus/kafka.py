@@ -36,6 +36,21 @@ LINGER_MS = 2
 EXPIRY_GRACE_S = 1.0
 
 
+def producer_timeouts(delivery_timeout_s: float) -> dict[str, int]:
+    """A plain producer's timeouts, all within MERC_KAFKA_DELIVERY_TIMEOUT_S.
+
+    Set, not left to the client's defaults (2 minutes of retries, 1 minute blocked on metadata): a
+    caller waits for its record's acknowledgement and must hear "retry" before its own deadline.
+    Retries go on until the delivery timeout; then the record fails."""
+    delivery_ms = max(2 * LINGER_MS + 2, int(delivery_timeout_s * 1000))
+    return {
+        "delivery_timeout_ms": delivery_ms,
+        # Two attempts fit (the client requires linger + request timeout <= delivery timeout).
+        "request_timeout_ms": min(30_000, (delivery_ms - LINGER_MS) // 2),
+        "max_block_ms": delivery_ms,  # send() waiting for the topic's metadata (the broker down)
+    }
+
+
 class KafkaBus(Bus):
     def __init__(self, settings) -> None:
         self._settings = settings
@@ -50,16 +65,7 @@ class KafkaBus(Bus):
             self._common["ssl_cafile"] = settings.kafka_ssl_cafile
 
     def producer(self) -> Producer:
-        # Set, not left to the client's defaults (2 minutes of retries, 1 minute blocked on
-        # metadata): a caller waits for its record's acknowledgement, and must hear "retry"
-        # before its own deadline. Retries go on until the delivery timeout; then the record fails.
-        delivery_ms = int(self._settings.kafka_delivery_timeout_s * 1000)
-        timeouts = {
-            "delivery_timeout_ms": delivery_ms,
-            # Two attempts fit in the delivery timeout (the client requires linger + request <= delivery).
-            "request_timeout_ms": max(1, min(30_000, (delivery_ms - LINGER_MS) // 2)),
-            "max_block_ms": delivery_ms,  # send() waiting for the topic's metadata (broker down)
-        }
+        timeouts = producer_timeouts(self._settings.kafka_delivery_timeout_s)
         return _KafkaProducer(KafkaProducer(acks="all", linger_ms=LINGER_MS, **timeouts, **self._common))
 
     def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
