@@ -1,9 +1,11 @@
 # Names vulture cannot see used: called by frameworks (Triton, gRPC, http.server, torch, Kafka, Alembic,
-# SQLAlchemy events, pydantic) or record fields read by name. `make lint` runs vulture with this list.
+# SQLAlchemy events, pydantic) or record fields read by name, and the in-process bus's test hooks (tests/
+# is not scanned: MemoryBus.refuse/accept). `make lint` runs vulture with this list.
 ENCODER_STAGES
 TritonPythonModel
 _.EraseConversation
 _.StreamConversation
+_.accept
 _.allow_tf32
 _.close_connection
 _.do_GET
@@ -18,6 +20,7 @@ _.log_message
 _.log_request
 _.on_partitions_assigned
 _.on_partitions_revoked
+_.refuse
 _pragma
 address_family
 block_on_close

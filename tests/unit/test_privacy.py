@@ -22,6 +22,15 @@ def test_pseudonyms_are_stable_per_tenant_and_differ_across_tenants():
     assert privacy.pseudonym(a1, "acme", "s3cret") == a1  # never applied twice
 
 
+def test_only_the_exact_pseudonym_format_passes_through():
+    made = privacy.pseudonym("Joey", "acme", "s3cret")
+    assert privacy.PSEUDONYM.fullmatch(made) and privacy.pseudonym(made, "acme", "s3cret") == made
+    # Anything else is a speaker id, however much it looks like a pseudonym: it is pseudonymised.
+    for speaker in ("spk-joey", "spk-", made.upper(), made + "0", made[:-1], " " + made, made + "\n", "spk-" + "g" * 20):
+        out = privacy.pseudonym(speaker, "acme", "s3cret")
+        assert out != speaker and privacy.PSEUDONYM.fullmatch(out), speaker
+
+
 def lines(conversation: str):
     return [Utterance(line=i + 1, conversation=conversation, utterance=i, speaker=s, text=t)
             for i, (s, t) in enumerate([("Joey", "How you doin'?"), ("Rachel", "Oh, stop it."), ("Joey", "Fine, fine.")])]

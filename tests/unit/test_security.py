@@ -8,6 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from merc.bus.memory import MemoryBus
 from merc.gateway.server import GatewayServicer
+from merc.pipeline.results import MAX_TENANT_CHARS
 from merc.runtime import security
 from merc.runtime.config import Settings
 from merc.runtime.serving import Server
@@ -29,6 +30,41 @@ def test_keys_are_stored_hashed_and_bad_entries_are_named():
     assert KEY_A not in settings().api_keys
     with pytest.raises(security.KeyConfigError, match="entry 2"):
         security.parse_keys("a:" + "0" * 64 + ",b:not-a-hash", "MERC_API_KEYS")
+
+
+HASH_A, HASH_B = security.hash_key(KEY_A), security.hash_key(KEY_B)
+
+
+@pytest.mark.parametrize("line, problem", [
+    (f"{'t' * (MAX_TENANT_CHARS + 1)}:{HASH_B}", f"longer than {MAX_TENANT_CHARS}"),
+    (f":{HASH_B}", "tenant is empty"),
+    (f"  :{HASH_B}", "tenant is empty"),
+    (f"te\x00nant:{HASH_B}", "NUL"),
+    ("tenant-b", "not 64 hex digits"),
+    (f"tenant-b:{HASH_B[:-1]}", "not 64 hex digits"),
+    (f"tenant-b:{HASH_B[:-1]}g", "not 64 hex digits"),
+    (f"tenant-b:{HASH_A}", "already listed for tenant 'tenant-a'"),  # one key, two tenants
+])
+def test_a_key_file_is_refused_at_load_naming_the_line(tmp_path, line, problem):
+    path = tmp_path / "keys"
+    path.write_text(f"# keys\ntenant-a:{HASH_A}\n\n{line}\n")
+    with pytest.raises(security.KeyConfigError, match=f"{path}: line 4: .*{problem}"):
+        security.ApiKeys.from_settings(Settings(api_keys_file=str(path)))
+
+
+def test_a_key_file_within_the_limits_loads(tmp_path):
+    path = tmp_path / "keys"
+    longest = "t" * MAX_TENANT_CHARS  # what the store holds
+    path.write_text(f"tenant-a:{HASH_A}\n{longest}:{HASH_B.upper()}\ntenant-a:{HASH_A}\n")  # a repeated line is harmless
+    keys = security.ApiKeys.from_settings(Settings(api_keys_file=str(path)))
+    assert keys.tenant_for(KEY_A) == "tenant-a" and keys.tenant_for(KEY_B) == longest
+
+
+def test_one_hash_for_two_tenants_across_the_variable_and_the_file_is_refused(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(f"tenant-b:{HASH_A}\n")
+    with pytest.raises(security.KeyConfigError, match="line 1: this key's hash is already listed for tenant 'tenant-a'"):
+        security.ApiKeys.from_settings(Settings(api_keys=f"tenant-a:{HASH_A}", api_keys_file=str(path)))
 
 
 @pytest.fixture

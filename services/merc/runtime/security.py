@@ -43,21 +43,20 @@ def new_key() -> str:
     return "merc_" + secrets.token_urlsafe(32)
 
 
-def _entries(text: str):
-    """(where, entry) for each non-blank, non-comment entry: "line N" in a file of lines, "entry N"
-    in a comma-separated list (MERC_API_KEYS)."""
-    lines = text.splitlines()
+def _entries(text: str, by_line: bool):
+    """(where, entry) for each non-blank, non-comment entry: "line N" in a file, "entry N" in a
+    comma-separated list (MERC_API_KEYS)."""
     n = 0
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.splitlines(), 1):
         for entry in line.split(","):
             entry = entry.strip()
             if not entry or entry.startswith("#"):
                 continue
             n += 1
-            yield (f"line {number}" if len(lines) > 1 else f"entry {n}"), entry
+            yield (f"line {number}" if by_line else f"entry {n}"), entry
 
 
-def parse_keys(text: str, source: str, into: dict[str, str] | None = None) -> dict[str, str]:
+def parse_keys(text: str, source: str, into: dict[str, str] | None = None, by_line: bool = False) -> dict[str, str]:
     """``tenant:sha256hex`` entries separated by commas or newlines -> {hash: tenant}, added to ``into``.
 
     Checked when loaded, so a bad file stops the service at start instead of failing calls later:
@@ -65,7 +64,7 @@ def parse_keys(text: str, source: str, into: dict[str, str] | None = None) -> di
     hex digits, and one hash listed for two tenants (a key must name one tenant) are refused, naming
     the line."""
     out = {} if into is None else into
-    for where, entry in _entries(text):
+    for where, entry in _entries(text, by_line):
         tenant, _, digest = entry.partition(":")
         tenant, digest = tenant.strip(), digest.strip().lower()
         problem = None
@@ -95,7 +94,7 @@ class ApiKeys:
         if settings.api_keys_file:
             path = Path(settings.api_keys_file)
             try:
-                parse_keys(path.read_text(), f"MERC_API_KEYS_FILE {path}", into=hashes)  # a hash in both must name one tenant
+                parse_keys(path.read_text(), f"MERC_API_KEYS_FILE {path}", into=hashes, by_line=True)  # a hash in both: one tenant
             except OSError as e:
                 raise KeyConfigError(f"MERC_API_KEYS_FILE {path}: {e.strerror}") from None
         return cls(hashes)
