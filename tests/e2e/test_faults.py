@@ -204,3 +204,46 @@ def test_poison_message_goes_to_the_dlq_and_the_partition_keeps_flowing(running,
     dlq.close()
     assert dead and dead[0].value.startswith(b"\x08\xff\xff")
     assert dead[0].header("reason") and dead[0].header("source") == running.topic("embeddings.text").encode()
+
+
+def test_a_broker_outage_longer_than_the_delivery_timeout_is_never_acknowledged(running, gateway, reader):
+    """Kafka down for longer than the delivery timeout: a record sent meanwhile fails (DeliveryFailed, raised
+    by the producer's own expiry, not by a shorter wait of ours) and the gateway answers UNAVAILABLE, never
+    OK; once the broker is back, the same producer delivers and the client's retry gets its event, once."""
+    from e2e.test_text_pipeline import send
+    from merc.bus import DeliveryFailed
+    from merc.bus.kafka import KafkaBus
+    from merc.bus.topics import conversation_key
+
+    conv = new_conversation()
+    # A tombstone for a conversation nobody has: what erasing an unknown one publishes; consumers skip it.
+    topic, key = running.topic("emotions"), conversation_key(running.tenant, conv)
+    producer = KafkaBus(running.model_copy(update={"kafka_delivery_timeout_s": 3.0})).producer()
+    producer.send(topic, key, None).wait()  # connected, the topic's metadata known
+    line = dialogue()[0]
+    stack("down", "kafka")
+    try:
+        with pytest.raises(DeliveryFailed):
+            producer.send(topic, key, None).wait(timeout_s=120)
+        # The encoders' own timeout (MERC_KAFKA_DELIVERY_TIMEOUT_S) ends the call well within this one's.
+        with pytest.raises(grpc.RpcError) as e:
+            send(gateway, conv, 0, line)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "not published" in e.value.details(), (e.value.code(), e.value.details())
+    finally:
+        stack("up", "kafka")
+    deadline = time.monotonic() + 120
+    while True:  # the producer reconnects by itself
+        try:
+            producer.send(topic, key, None).wait()
+            break
+        except DeliveryFailed:
+            assert time.monotonic() < deadline, "the producer never delivered again after the broker came back"
+    producer.close()
+    while True:  # the client retries what it was told to retry
+        try:
+            send(gateway, conv, 0, line)
+            break
+        except grpc.RpcError as err:
+            assert err.code() in RETRYABLE and time.monotonic() < deadline, (err.code(), err.details())
+            time.sleep(1)
+    assert [e.utterance.sequence for e in reader.collect(conv, 1)] == [0]
