@@ -141,7 +141,10 @@ class _Listener(ConsumerRebalanceListener):
 
 
 def _failure(topic: str, error: Exception) -> str:
-    return f"{topic}: the broker did not accept the record: {type(error).__name__}: {error}"
+    text = str(error)  # kafka-python's errors mostly name their class already
+    if type(error).__name__ not in text:
+        text = f"{type(error).__name__}: {text}"
+    return f"{topic}: the broker did not accept the record: {text}"
 
 
 class _KafkaDelivery(Delivery):
@@ -177,7 +180,7 @@ class _KafkaProducer(Producer):
         try:
             self._p.flush(timeout=timeout_s)
         except KafkaError as e:
-            raise DeliveryFailed(f"records still unsent after {timeout_s:g} s: {type(e).__name__}: {e}") from e
+            raise DeliveryFailed(f"records still unsent after {timeout_s:g} s: {e}") from e
 
     def close(self) -> None:
         self._p.close()
