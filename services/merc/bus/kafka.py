@@ -66,7 +66,12 @@ class KafkaBus(Bus):
 
     def producer(self) -> Producer:
         timeouts = producer_timeouts(self._settings.kafka_delivery_timeout_s)
-        return _KafkaProducer(KafkaProducer(acks="all", linger_ms=LINGER_MS, **timeouts, **self._common))
+        # Not idempotent: an idempotent kafka-python producer treats one refused record (too large, not
+        # authorised) as fatal and fails every later send, so one bad request would take an encoder down.
+        # Fusion drops a duplicate utterance, so a retried send needs no broker-side dedup; one request
+        # in flight keeps a conversation's records in order across retries.
+        return _KafkaProducer(KafkaProducer(acks="all", linger_ms=LINGER_MS, enable_idempotence=False,
+                                            max_in_flight_requests_per_connection=1, **timeouts, **self._common))
 
     def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
         # Its records are acknowledged by commit_transaction, which raises when one failed.
