@@ -12,7 +12,12 @@ from merc.analyze.embedded import NotInFile, attach_media
 from merc.cli import main
 from merc.media import MediaError, video
 from merc.pipeline.modalities import InvalidInput
+from merc.runtime.config import Settings
 from merc.v1 import encoder_pb2
+
+
+CFG = Settings()
+HOURS = CFG.max_recording_seconds
 
 
 @pytest.fixture(scope="module")
@@ -21,22 +26,22 @@ def clip(tmp_path_factory):
 
 
 def test_the_audio_track_and_frames_of_a_span(clip):
-    wave = video.audio_track(clip)
+    wave = video.audio_track(clip, HOURS)
     assert abs(len(wave) / 16_000 - 8.0) < 0.2 and wave.dtype == np.float32
-    assert len(video.audio_span(clip, 1000, 3000)) == 32_000
-    frames = video.frames_span(clip, 1000, 3000, 5, 4096 * 4096)
+    assert len(video.audio_span(clip, 1000, 3000, HOURS, 60)) == 32_000
+    frames = video.frames_span(clip, 1000, 3000, 5, 4096 * 4096, HOURS)
     assert len(frames) == 5 and frames[0].shape == (64, 64) and frames[0].dtype == np.uint8
 
 
 def test_spans_outside_the_file_and_oversized_frames_are_clear_errors(clip):
     with pytest.raises(MediaError, match="past the end"):
-        video.audio_span(clip, 60_000, 61_000)
+        video.audio_span(clip, 60_000, 61_000, HOURS, 60)
     with pytest.raises(MediaError, match="the limit is 100 pixels"):
-        video.frames_span(clip, 0, 1000, 2, 100)
+        video.frames_span(clip, 0, 1000, 2, 100, HOURS)
 
 
 def test_voice_activity_finds_the_utterances_in_order(clip):
-    found = segment.spans(video.audio_track(clip))
+    found = segment.spans(video.audio_track(clip, HOURS))
     assert len(found) == 2
     (a0, a1), (b0, b1) = found
     assert 900 <= a0 < 1300 and 2800 < a1 <= 3400 and 4900 <= b0 < 5300 and 6800 < b1 <= 7400
@@ -57,7 +62,7 @@ def test_long_speech_is_split_to_fit_the_audio_limit():
 
 
 def test_a_bare_video_becomes_one_line_per_utterance(clip):
-    lines = segment.utterances(clip)
+    lines = segment.utterances(clip, HOURS)
     assert [(u.conversation, u.utterance) for u in lines] == [("call", 0), ("call", 1)]
     assert all(u.given == ["audio", "vision"] and u.video == clip for u in lines)
 
@@ -65,30 +70,30 @@ def test_a_bare_video_becomes_one_line_per_utterance(clip):
 def test_an_audio_only_file_gives_audio_alone(tmp_path):
     path = tmp_path / "call.flac"
     sf.write(path, np.concatenate([np.zeros(16_000, np.float32), speech(2.0), np.zeros(8000, np.float32)]), 16_000)
-    (u,) = segment.utterances(path)
+    (u,) = segment.utterances(path, HOURS)
     assert u.given == ["audio"]
     request = encoder_pb2.EncodeRequest()
-    attach_media(u, request, "audio")
+    attach_media(u, request, "audio", CFG)
     assert request.audio.encoding == "pcm_f32le" and request.audio.sample_rate == 16_000
     assert len(request.audio.data) == 4 * 16_000 * (u.end_ms - u.start_ms) // 1000
 
 
 def test_a_silent_video_is_cut_in_fixed_windows_and_has_no_audio_to_give(tmp_path):
     path = media_file(tmp_path / "silent.mp4", audio=False, seconds=9.0)
-    lines = segment.utterances(path)
+    lines = segment.utterances(path, HOURS)
     assert [(u.start_ms, u.end_ms) for u in lines] == [(0, 4000), (4000, 8000), (8000, 9000)]
     with pytest.raises(NotInFile, match="no audio track"):
-        attach_media(lines[0], encoder_pb2.EncodeRequest(), "audio")
+        attach_media(lines[0], encoder_pb2.EncodeRequest(), "audio", CFG)
 
 
 def test_a_corrupt_file_is_a_clear_error_not_a_crash(tmp_path):
     path = tmp_path / "broken.mp4"
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     with pytest.raises(MediaError, match="broken.mp4"):
-        segment.utterances(path)
+        segment.utterances(path, HOURS)
     u = manifest.Utterance(line=3, conversation="c", utterance=0, video=path, start_ms=0, end_ms=1000)
     with pytest.raises(InvalidInput, match="broken.mp4"):
-        attach_media(u, encoder_pb2.EncodeRequest(), "vision")
+        attach_media(u, encoder_pb2.EncodeRequest(), "vision", CFG)
 
 
 def test_merc_analyze_on_a_bare_video_and_on_a_manifest_that_cuts_it(clip, tmp_path, capsys):

@@ -97,7 +97,7 @@ class EmbeddedPipeline:
                 continue
             request = encode_request(u, self.settings.tenant, context)
             try:
-                attach_media(u, request, modality, self.settings.video_frames, self.settings.max_image_pixels)
+                attach_media(u, request, modality, self.settings)
                 embeddings.append((encoder, encoder.embed(request)))
             except NotInFile as e:
                 result.notes.append(f"line {u.line}: {modality}: {e}")
@@ -131,7 +131,7 @@ class EmbeddedPipeline:
 
     def analyze(self, path: str | Path) -> Iterator[LineResult]:
         """A manifest's lines, or a bare audio/video file's utterances (segmented by voice activity)."""
-        for item in segment.read(path):
+        for item in segment.read(path, self.settings.max_recording_seconds):
             if isinstance(item, manifest.ManifestError):
                 yield LineResult(None, errors=[str(item)], line=item.line)
                 continue

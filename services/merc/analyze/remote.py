@@ -35,7 +35,7 @@ def _request(u: manifest.Utterance, cfg: Settings, context_text: str) -> tuple[g
     for modality in ("audio", "vision"):
         if modality in u.given:
             try:
-                attach_media(u, req, modality, cfg.video_frames, cfg.max_image_pixels)
+                attach_media(u, req, modality, cfg)
             except NotInFile:
                 pass
             except InvalidInput as e:
@@ -67,7 +67,7 @@ def send(path: str | Path, stub, events: Consumer, cfg: Settings, timeout_s: flo
         while order and (order[0][1] is None or order[0][1] not in waiting):
             yield order.popleft()[0]
 
-    for item in segment.read(path):
+    for item in segment.read(path, cfg.max_recording_seconds):
         if isinstance(item, manifest.ManifestError):
             order.append((LineResult(None, errors=[str(item)], line=item.line), None))
             yield from done()

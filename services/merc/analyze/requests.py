@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 
 from merc.analyze import manifest
-from merc.media import SAMPLE_RATE, MediaError, video
+from merc.media import SAMPLE_RATE, MediaError, files, video
 from merc.pipeline.modalities import InvalidInput
+from merc.runtime.config import Settings
 from merc.v1 import common_pb2, encoder_pb2, gateway_pb2
 
 
@@ -35,27 +36,38 @@ class NotInFile(Exception):
     """The line's media file has no stream for this modality (a silent video, an audio-only file)."""
 
 
-def attach_media(u: manifest.Utterance, request, modality: str, frames: int = 5, max_pixels: int = 4096 * 4096) -> None:
+def attach_media(u: manifest.Utterance, request, modality: str, cfg: Settings) -> None:
     """Attach the line's media for one modality to an encoder or gateway request.
 
     Files are sent as they are; a ``video`` is cut to the line's span here and re-packed as raw
-    16 kHz PCM and ``frames`` PNG frames, so the services validate one kind of input. Raw bytes
-    stay in this process.
+    16 kHz PCM and ``cfg.video_frames`` PNG frames, so the services validate one kind of input. Raw
+    bytes stay in this process. Every path must be a regular file; what is read whole is read with
+    a cap (the request's MERC_MAX_MESSAGE_BYTES), what is decoded stops at the settings' limits.
     """
+    budget = cfg.max_message_bytes
+    why = "the request limit (MERC_MAX_MESSAGE_BYTES)"
+
+    def read(path) -> bytes:
+        nonlocal budget
+        data = files.read_regular_file(path, budget, why)
+        budget -= len(data)
+        return data
+
     try:
         if modality == "audio" and u.audio is not None:
-            request.audio.data = u.audio.read_bytes()
+            request.audio.data = read(u.audio)
         elif modality == "audio" and u.video is not None:
-            wave = video.audio_span(u.video, u.start_ms, u.end_ms)
+            wave = video.audio_span(u.video, u.start_ms, u.end_ms, cfg.max_recording_seconds, cfg.max_audio_seconds)
             if wave is None:
                 raise NotInFile(f"{u.video.name} has no audio track")
             request.audio.CopyFrom(encoder_pb2.Audio(data=wave.astype("<f4").tobytes(), encoding="pcm_f32le",
                                                      sample_rate=SAMPLE_RATE, channels=1))
         elif modality == "vision" and (u.frames or u.faces):
-            request.frames.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.frames)
-            request.faces.extend(encoder_pb2.Image(data=p.read_bytes()) for p in u.faces)
+            request.frames.extend(encoder_pb2.Image(data=read(p)) for p in u.frames)
+            request.faces.extend(encoder_pb2.Image(data=read(p)) for p in u.faces)
         elif modality == "vision" and u.video is not None:
-            images = video.frames_span(u.video, u.start_ms, u.end_ms, frames, max_pixels)
+            images = video.frames_span(u.video, u.start_ms, u.end_ms, cfg.video_frames, cfg.max_image_pixels,
+                                       cfg.max_recording_seconds)
             if not images:
                 raise NotInFile(f"{u.video.name} has no video frames in this span")
             request.frames.extend(encoder_pb2.Image(data=png(img)) for img in images)

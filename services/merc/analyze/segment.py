@@ -52,9 +52,13 @@ def is_media_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_SUFFIXES | VIDEO_SUFFIXES
 
 
-def utterances(path: Path, cfg: Segmentation = Segmentation()) -> list[manifest.Utterance]:
-    """A bare audio or video file as manifest lines: one conversation, one line per utterance."""
-    wave = video.audio_track(path)
+def utterances(path: Path, max_seconds: float, cfg: Segmentation = Segmentation()) -> list[manifest.Utterance]:
+    """A bare audio or video file as manifest lines: one conversation, one line per utterance.
+
+    Planned from what is decoded, never from the header's duration: the audio track (refused
+    past ``max_seconds``, MERC_MAX_RECORDING_SECONDS) or, without one, the video's packet times.
+    """
+    wave = video.audio_track(path, max_seconds)
     if wave is not None:
         found = spans(wave, cfg)
         if not found:
@@ -62,7 +66,7 @@ def utterances(path: Path, cfg: Segmentation = Segmentation()) -> list[manifest.
     elif path.suffix.lower() in AUDIO_SUFFIXES:
         raise MediaError(f"{path.name}: no audio stream")
     else:
-        total = video.duration_ms(path)
+        total = video.duration_ms(path, max_seconds)
         found = [(s, min(s + cfg.silent_window_ms, total)) for s in range(0, total, cfg.silent_window_ms)]
     return [
         manifest.Utterance(line=i + 1, conversation=path.stem, utterance=i, video=path, start_ms=s, end_ms=e)
@@ -70,14 +74,14 @@ def utterances(path: Path, cfg: Segmentation = Segmentation()) -> list[manifest.
     ]
 
 
-def read(path: str | Path) -> Iterator[manifest.Utterance | manifest.ManifestError]:
-    """What `merc analyze` reads: a manifest's lines, or a bare media file's utterances."""
+def read(path: str | Path, max_seconds: float) -> Iterator[manifest.Utterance | manifest.ManifestError]:
+    """What `merc analyze` reads: a manifest's lines, or a bare media file's utterances (``max_seconds``: ``utterances``)."""
     path = Path(path)
     if not is_media_file(path):
         yield from manifest.read(path)
         return
     try:
-        found = utterances(path)
+        found = utterances(path, max_seconds)
     except MediaError as e:
         yield manifest.ManifestError(0, str(e))
         return

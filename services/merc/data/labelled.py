@@ -50,7 +50,7 @@ def encode(path: str | Path, plugins: dict, dims: dict[str, int]) -> Recorded:
         for m in item.given:
             request = encode_request(item, "train", context)
             try:
-                attach_media(item, request, m)
+                attach_media(item, request, m, plugins[m].settings)
                 e = plugins[m].encode(request)
                 got[m] = (e.vector, quality.features(e.quality))
             except NotInFile:

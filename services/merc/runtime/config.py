@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     grpc_workers: int = 32
     # Frames sampled per utterance when `merc analyze` cuts a video file.
     video_frames: int = 5
+    # The longest recording `merc analyze` decodes (a bare file, or a manifest's `video`): its audio track
+    # is held whole at 16 kHz, 64 kB a second (461 MB at 2 h), and decoding stops past this.
+    max_recording_seconds: float = 2 * 3600.0
 
     # Gateway. Streams end after stream_idle_s without an event; at most max_streams are open at
     # once (more get RESOURCE_EXHAUSTED), so idle or slow clients cannot take every worker thread.
