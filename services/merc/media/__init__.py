@@ -63,14 +63,17 @@ def decode_audio(data: bytes, encoding: str = "", sample_rate: int = 0, channels
         step = max(1, BLOCK // f.channels)
 
         def blocks():
+            done = 0
             while True:
                 try:
                     # At most `step` frames, however many the header claims; fewer at the real end.
                     block = f.read(step, dtype="float32", always_2d=True)
-                except Exception as e:
-                    raise MediaError(f"cannot decode audio ({CONTAINERS} expected): {e}") from None
+                except Exception as e:  # e.g. a header claiming more than there is: libsndfile cannot seek past the end
+                    raise MediaError(f"cannot decode audio past {done / f.samplerate:.1f} s (the header says "
+                                     f"{f.frames / f.samplerate:.1f} s): {e}") from None
                 if not len(block):
                     return
+                done += len(block)
                 yield block.mean(axis=1)
 
         return _to_16k_mono(blocks(), f.samplerate, max_seconds)
