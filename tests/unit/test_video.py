@@ -15,7 +15,6 @@ from merc.pipeline.modalities import InvalidInput
 from merc.runtime.config import Settings
 from merc.v1 import encoder_pb2
 
-
 CFG = Settings()
 HOURS = CFG.max_recording_seconds
 
