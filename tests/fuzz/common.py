@@ -102,3 +102,22 @@ def media_bytes(*seeds: bytes) -> st.SearchStrategy[bytes]:
     """Pure random bytes, a valid seed as it is, or a mutated seed (most of the cases)."""
     mutants = st.sampled_from(seeds).flatmap(mutated)
     return st.one_of(st.binary(max_size=2048), st.sampled_from(seeds), mutants, mutants)
+
+
+def peak_traced_mb(call) -> tuple[object, float]:
+    """``call()``'s result (or exception, returned) and the peak of Python and numpy allocations during it, in MB.
+
+    What the decoders allocate from a header (arrays) is traced; what C libraries allocate for
+    themselves is not (tests/memory_bounds.py measures whole processes for that).
+    """
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = call()
+    except Exception as e:  # the caller decides which exceptions are acceptable
+        out = e
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return out, peak / 2**20

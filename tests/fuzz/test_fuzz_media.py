@@ -12,7 +12,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzz.common import count, fuzz, media_bytes, mutate, mutated
+from bombs import flac_silence, wav_lying
+
+from fuzz.common import count, fuzz, media_bytes, mutate, mutated, peak_traced_mb
 from fuzz.seeds import (
     AUDIO_SEEDS,
     CHANNELS,
@@ -88,3 +90,37 @@ def test_decode_image(data, max_pixels):
     assert isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 2
     assert img.size >= 1 and img.size <= max_pixels
     count("media.decode_image", "decoded")
+
+
+# Hostile inputs by class (tests/bombs.py): compressed bombs (hours of FLAC silence in kilobytes),
+# headers that lie about the length (STREAMINFO, RIFF/data sizes), each also mutated. Whatever
+# they claim or decode to, the decoder holds at most the limit's output and one block.
+BOMBS = st.builds(flac_silence, seconds=st.one_of(st.floats(0.01, 59.0), st.floats(61.0, 10 * 3600.0)),
+                  rate=st.sampled_from([8000, 16_000, 44_100, 96_000]), channels=st.integers(1, 2),
+                  claimed_samples=st.one_of(st.none(), st.just(0), st.integers(1, 2**36 - 1)))
+LYING_WAV = st.builds(wav_lying, seconds=st.floats(0.01, 2.0), rate=st.sampled_from([8000, 16_000, 48_000]),
+                      claimed_bytes=st.integers(0, 2**32 - 37))
+# 60 s at 16 kHz (3.8 MB, twice while the blocks are joined) plus blocks and the resampler's buffers.
+TRACED_LIMIT_MB = 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _imported():
+    import scipy.signal  # noqa: F401  (imported once before any case: an import is not a case's memory)
+
+
+@fuzz(60)
+@given(data=st.one_of(BOMBS, LYING_WAV, BOMBS.flatmap(lambda b: mutated(b, 3)), LYING_WAV.flatmap(lambda b: mutated(b, 3))))
+@example(data=flac_silence(10 * 3600))
+@example(data=flac_silence(10, claimed_samples=2**36 - 1))
+@example(data=wav_lying(1.0, claimed_bytes=2**32 - 37))
+def test_decode_audio_hostile(data):
+    out, peak = peak_traced_mb(lambda: media.decode_audio(data, max_seconds=MAX_SECONDS))
+    assert peak < TRACED_LIMIT_MB, f"{peak:.1f} MB traced for {len(data)} bytes"
+    if isinstance(out, media.MediaError):
+        assert str(out).strip()
+        count("media.decode_audio[hostile]", "rejected")
+        return
+    assert not isinstance(out, Exception), out
+    check_wave(out, None, None)
+    count("media.decode_audio[hostile]", "decoded")

@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
+import struct
 
 import numpy as np
 import pytest
 import soundfile as sf
 from hypothesis import example, given
 from hypothesis import strategies as st
+from bombs import NON_REGULAR, flac_silence, mkv_lying_duration
 from samples import media_file, speech
 
-from fuzz.common import count, fuzz, media_bytes, mutate
+from fuzz.common import count, fuzz, media_bytes, mutate, mutated, peak_traced_mb
 from merc.analyze import manifest, segment
 from merc.media import SAMPLE_RATE, MediaError, video
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
 MAX_PIXELS = 4096 * 4096
+HOURS = 2 * 3600  # MERC_MAX_RECORDING_SECONDS's default
 SUFFIXES = [".mp4", ".mkv", ".wav", ".flac", ".m4a", ".webm", ".avi", ".ogg"]
 
 
@@ -79,19 +83,19 @@ def test_video_readers(seeds, workdir):
             start, end = end, start  # the manifest rejects end_ms < start_ms
         path = _write(workdir, data, suffix)
         try:
-            assert isinstance(video.duration_ms(path), int)
+            assert isinstance(video.duration_ms(path, HOURS), int)
             count("video.duration_ms", "ok")
         except MediaError as e:
             _rejected("video.duration_ms", e)
         try:
-            wave = video.audio_span(path, start, end)
+            wave = video.audio_span(path, start, end, HOURS, 60)
             if wave is not None:
                 assert wave.dtype == np.float32 and wave.ndim == 1 and wave.size >= 1
             count("video.audio_span", "no audio" if wave is None else "ok")
         except MediaError as e:
             _rejected("video.audio_span", e)
         try:
-            images = video.frames_span(path, start, end, frames, max_pixels)
+            images = video.frames_span(path, start, end, frames, max_pixels, HOURS)
             assert isinstance(images, list) and len(images) <= frames
             for img in images:
                 assert img.dtype == np.uint8 and img.ndim == 2 and 1 <= img.size <= max_pixels
@@ -107,7 +111,7 @@ def test_segment_read_bare_media(seeds, workdir):
     @given(data=media_bytes(*seeds), suffix=st.sampled_from(SUFFIXES))
     def run(data, suffix):
         path = _write(workdir, data, suffix)
-        items = list(segment.read(path))
+        items = list(segment.read(path, HOURS))
         if len(items) == 1 and isinstance(items[0], manifest.ManifestError):
             assert items[0].line == 0 and str(items[0]).strip()
             count("segment.read[media]", "rejected")
@@ -119,3 +123,57 @@ def test_segment_read_bare_media(seeds, workdir):
         count("segment.read[media]", "utterances" if items else "none")
 
     run()
+
+
+# Hostile recordings by class (tests/bombs.py): compressed bombs, durations that lie, and paths that are
+# not regular files (a FIFO, devices, a directory, behind a media suffix). A small recording limit
+# keeps the cases fast; what a case may hold follows from it, whatever the file claims.
+LIMIT_S = 30
+TRACED_LIMIT_MB = LIMIT_S * SAMPLE_RATE * 4 / 2**20 + 8  # the 16 kHz track and the decoder's frames
+
+
+def test_hostile_recordings(workdir, tmp_path_factory):
+    lying = mkv_lying_duration(tmp_path_factory.mktemp("lying") / "seed.mkv", seconds=1.0).read_bytes()
+    specials = tmp_path_factory.mktemp("specials")
+    os.mkfifo(specials / "pipe.wav")
+    for i, target in enumerate(p for p in NON_REGULAR if os.path.exists(p)):
+        os.symlink(target, specials / f"dev{i}.mp4")
+    special = sorted(specials.iterdir())
+
+    bombs = st.builds(flac_silence, seconds=st.one_of(st.floats(0.5, 20.0), st.floats(31.0, 10 * 3600.0)),
+                      rate=st.sampled_from([8000, 48_000]), channels=st.integers(1, 2),
+                      claimed_samples=st.one_of(st.none(), st.just(0), st.integers(1, 2**36 - 1)))
+    claims = st.floats(0, 1e300, allow_nan=False).map(lambda ms: _claim(lying, ms))
+    files = st.one_of(bombs.map(lambda b: (b, ".flac")), bombs.flatmap(lambda b: mutated(b, 3)).map(lambda b: (b, ".flac")),
+                      claims.map(lambda b: (b, ".mkv")), st.just(lying).flatmap(lambda b: mutated(b, 3)).map(lambda b: (b, ".mkv")),
+                      st.sampled_from(special).map(lambda p: (p, "")))
+
+    @fuzz(60)
+    @given(item=files)
+    @example(item=(flac_silence(10 * 3600), ".flac"))
+    @example(item=(special[0], ""))
+    def run(item):
+        data, suffix = item
+        path = data if isinstance(data, os.PathLike) else _write(workdir, data, suffix)
+        video.audio_track.cache_clear()
+        items, peak = peak_traced_mb(lambda: list(segment.read(path, LIMIT_S)))
+        assert not isinstance(items, Exception), items
+        assert peak < TRACED_LIMIT_MB, f"{peak:.1f} MB traced"
+        if len(items) == 1 and isinstance(items[0], manifest.ManifestError):
+            assert str(items[0]).strip()
+            count("segment.read[hostile]", "rejected")
+            return
+        for u in items:
+            assert isinstance(u, manifest.Utterance) and 0 <= u.start_ms <= u.end_ms <= LIMIT_S * 1000
+        count("segment.read[hostile]", "utterances" if items else "none")
+
+    run()
+
+
+def _claim(data: bytes, ms: float) -> bytes:
+    """``data`` (a Matroska file) with its Duration element set to ``ms``."""
+    out = bytearray(data)
+    at = out.index(b"\x44\x89")
+    size = out[at + 2] & 0x7F
+    out[at + 3 : at + 3 + size] = struct.pack(">d" if size == 8 else ">f", ms if size == 8 else min(ms, 3e38))
+    return bytes(out)
