@@ -116,9 +116,9 @@ WORST = {
         "Image.effect_noise((4096, 4096), 64).save(buf, format='PNG')\n"
         "request = encoder_pb2.EncodeRequest(frames=[encoder_pb2.Image(data=buf.getvalue())] * 2)",
         "plugin.encode(request)"),
-    "vision: image bomb (PNG 4096x4096 of one colour, 50 kB)": (
+    "vision: image bomb (RGB PNG 4096x4096 of one colour, 150 kB)": (
         "import io\nfrom PIL import Image\nfrom merc import media\nbuf = io.BytesIO()\n"
-        "Image.new('L', (4096, 4096)).save(buf, format='PNG')\ndata = buf.getvalue()",
+        "Image.new('RGB', (4096, 4096), (10, 200, 30)).save(buf, format='PNG')\ndata = buf.getvalue()",
         "media.decode_image(data, 4096 * 4096).shape"),
     "vision: PNG claiming 65535x65535 (header only)": (
         "import io, struct, zlib\nfrom PIL import Image\nfrom merc import media\nbuf = io.BytesIO()\n"
