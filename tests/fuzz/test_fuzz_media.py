@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bombs import flac_silence, wav_lying
 from hypothesis import example, given
 from hypothesis import strategies as st
-
-from bombs import flac_silence, wav_lying
 
 from fuzz.common import count, fuzz, media_bytes, mutate, mutated, peak_traced_mb
 from fuzz.seeds import (

@@ -14,9 +14,9 @@ import struct
 import numpy as np
 import pytest
 import soundfile as sf
+from bombs import NON_REGULAR, flac_silence, mkv_lying_duration
 from hypothesis import example, given
 from hypothesis import strategies as st
-from bombs import NON_REGULAR, flac_silence, mkv_lying_duration
 from samples import media_file, speech
 
 from fuzz.common import count, fuzz, media_bytes, mutate, mutated, peak_traced_mb
