@@ -81,7 +81,7 @@ def test_one_event_per_utterance_in_order_with_context_and_rows(parts):
     assert len({e.event_id for e in evs}) == 10
     rows = store.conversation("t", "a")
     assert [r.sequence for r in rows] == list(range(5))
-    assert rows[4].speaker_moods.keys() == {"x", "y"} and rows[4].conversation_mood["utterances"] == 5
+    assert rows[4].speaker_moods.keys() == {"x"} and rows[4].conversation_mood["utterances"] == 5
 
 
 def test_crash_before_commit_replays_to_identical_events_without_duplicates(parts, tmp_path):
@@ -254,3 +254,55 @@ def test_an_erasure_in_one_tenant_leaves_the_same_conversation_id_of_another_alo
     [e] = events(bus)
     assert e.utterance.tenant == "u" and not e.degraded
     assert bus.messages("merc.emotions")[0].key == conversation_key("u", "same")
+
+
+def test_rows_keep_one_mood_each_and_a_speaker_returning_after_many_others_continues_their_mood(parts):
+    bus, store, settings = parts
+    speakers = ["x"] + [f"s{i}" for i in range(40)] + ["x"]  # more than the context cache keeps in between
+    for seq, speaker in enumerate(speakers):
+        publish(bus, embedding("many", seq, speaker))
+    run(bus, store, settings, steps=3)
+    rows = store.conversation("t", "many")
+    assert len(rows) == len(speakers)
+    assert all(list(r.speaker_moods) == [r.speaker] for r in rows)  # linear in the speakers, not quadratic
+    assert rows[-1].speaker_moods["x"]["utterances"] == 2 and rows[-2].speaker_moods["s39"]["utterances"] == 1
+    assert rows[-1].conversation_mood["utterances"] == len(speakers)
+    [last] = [e for e in events(bus) if e.utterance.sequence == len(speakers) - 1]
+    assert last.speaker_mood.utterances == 2
+    # After a restart the cache holds the latest rows only: an earlier speaker's mood is read back from the store.
+    publish(bus, embedding("many", len(speakers), "s0"))
+    run(bus, store, settings, steps=2)
+    assert store.conversation("t", "many")[-1].speaker_moods["s0"]["utterances"] == 2
+
+
+def test_too_many_waiting_utterances_are_released_degraded_not_dropped(parts):
+    bus, store, _ = parts
+    settings = Settings(join_window_ms=60_000, fusion_instance="test", max_pending_utterances=2)
+    for seq in range(5):  # each waits for an audio embedding that never comes
+        publish(bus, embedding("flood", seq, "x", TEXT, expected=(TEXT, AUDIO)))
+    run(bus, store, settings, steps=1)
+    evs = events(bus)
+    assert [e.utterance.sequence for e in evs] == [0, 1, 2]
+    assert all(e.degraded and list(e.missing_modalities) == [AUDIO] for e in evs)
+
+
+def test_idle_conversations_leave_the_join_and_the_context_and_their_state_is_tombstoned(parts):
+    from merc.pipeline.fusion import IDLE_CHECK_MS, IDLE_CONVERSATION_MS
+
+    bus, store, settings = parts
+    clock = Clock()
+    for i in range(50):
+        publish(bus, embedding(f"c{i}", 0, "x"))
+    p = run(bus, store, settings, clock=clock, steps=2)
+    assert len(p.join) == 50 and len(p.context) == 50
+    clock.now_ms += IDLE_CONVERSATION_MS + IDLE_CHECK_MS + 1
+    publish(bus, embedding("fresh", 0, "x"))
+    p.step(poll_ms=0)
+    assert len(p.join) == 1 and len(p.context) == 1
+    states = {m.key: m.value for m in bus.messages("merc.fusion.state")}
+    assert sum(v is None for v in states.values()) == 50 and states[conversation_key("t", "fresh")] is not None
+    # A conversation that comes back after eviction continues from its stored rows.
+    publish(bus, embedding("c7", 1, "x"))
+    p.step(poll_ms=0)
+    [back] = [r for r in store.conversation("t", "c7") if r.sequence == 1]
+    assert back.speaker_moods["x"]["utterances"] == 2 and back.conversation_mood["utterances"] == 2

@@ -75,3 +75,78 @@ def test_conversations_are_independent():
     j.add(emb(0, TEXT, expected=(TEXT, AUDIO), conv="a"), now_ms=0)
     j.add(emb(0, TEXT, conv="b"), now_ms=0)
     assert [r.entry.ref.conversation_id for r in j.release(now_ms=1)] == ["b"]
+
+
+def test_too_many_waiting_utterances_release_the_oldest_at_once_as_overflow():
+    j = Join(window_ms=1000, max_pending=3)
+    for seq in range(5):
+        j.add(emb(seq, TEXT, expected=(TEXT, AUDIO)), now_ms=0)
+    released = j.release(now_ms=0)  # long before any deadline
+    assert [(r.entry.ref.sequence, r.outcome, r.missing) for r in released] == [(0, "overflow", ["audio"]), (1, "overflow", ["audio"])]
+    state = j.dirty_states(now_ms=0)[("t", "c1")]
+    assert sum(not e.emitted for e in state.entries) == 3
+    # The rest wait for their deadline as before, in order.
+    assert [r.entry.ref.sequence for r in j.release(now_ms=1000)] == [2, 3, 4]
+
+
+def test_a_restored_state_over_the_limit_releases_its_excess():
+    big = Join(window_ms=1000, max_pending=10)
+    for seq in range(6):
+        big.add(emb(seq, TEXT, expected=(TEXT, AUDIO)), now_ms=0)
+    state = big.snapshot(("t", "c1"), now_ms=0)
+    small = Join(window_ms=1000, max_pending=2)
+    small.restore(("t", "c1"), state)
+    assert [r.outcome for r in small.release(now_ms=0)] == ["overflow"] * 4
+
+
+class CountingJoin(Join):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.examined = []
+
+    def _release(self, key, conv, now_ms):
+        self.examined.append(key)
+        return super()._release(key, conv, now_ms)
+
+
+def test_a_step_examines_only_conversations_that_changed_or_are_due():
+    j = CountingJoin(window_ms=1000)
+    for i in range(1000):
+        j.add(emb(0, TEXT, conv=f"idle{i}"), now_ms=0)
+    assert len(j.release(now_ms=0)) == 1000 and len(j.dirty_states(now_ms=0)) == 1000
+    j.examined.clear()
+    j.add(emb(0, TEXT, expected=(TEXT, AUDIO), conv="busy"), now_ms=10)
+    assert j.release(now_ms=10) == [] and j.examined == [("t", "busy")]
+    assert j.next_deadline_ms() == 1010
+    j.examined.clear()
+    assert j.release(now_ms=500) == [] and j.examined == []  # nothing changed, nothing due
+    [r] = j.release(now_ms=1010)
+    assert r.outcome == "deadline" and j.examined == [("t", "busy")]
+    assert j.next_deadline_ms() is None
+    assert list(j.dirty_states(now_ms=1010)) == [("t", "busy")]  # only what changed is snapshotted
+
+
+def test_idle_conversations_leave_in_order_of_last_activity_and_waiting_ones_stay():
+    j = Join(window_ms=100)
+    j.add(emb(0, TEXT, conv="old"), now_ms=0)
+    j.add(emb(0, TEXT, conv="newer"), now_ms=500)
+    j.add(emb(1, TEXT, conv="old"), now_ms=600)  # activity moves "old" behind "newer"
+    j.add(emb(0, TEXT, expected=(TEXT, AUDIO), conv="waiting"), now_ms=50)
+    j.release(now_ms=600)
+    assert j.idle(now_ms=1000, idle_ms=450) == [("t", "newer")]
+    j.release(now_ms=10_000)  # "waiting" reaches its deadline
+    assert sorted(j.idle(now_ms=10_000, idle_ms=450)) == [("t", "old"), ("t", "waiting")]
+    assert len(j) == 0
+
+
+def test_restored_conversations_are_evicted_by_their_recorded_activity():
+    j = Join(window_ms=100)
+    for conv, at in (("late", 900), ("early", 100)):
+        j.add(emb(0, TEXT, conv=conv), now_ms=at)
+    j.release(now_ms=1000)
+    states = j.dirty_states(now_ms=1000)
+    states[("t", "late")].updated_at_ms, states[("t", "early")].updated_at_ms = 900, 100
+    k = Join(window_ms=100)
+    for key in (("t", "late"), ("t", "early")):
+        k.restore(key, states[key])
+    assert k.idle(now_ms=1000, idle_ms=500) == [("t", "early")]

@@ -125,7 +125,7 @@ def test_fusion_metrics_count_join_outcomes_events_dead_letters_confidence_and_l
     fusion.close()
 
     outcomes = {o: delta("merc_fusion_join_outcomes_total", outcome=o) for o in monitoring.JOIN_OUTCOMES}
-    assert outcomes == {"complete": 2, "degraded": 1, "revised": 1, "late": 1, "duplicate": 1, "dropped": 0}
+    assert outcomes == {"complete": 2, "degraded": 1, "overflow": 0, "revised": 1, "late": 1, "duplicate": 1, "dropped": 0}
     assert delta("merc_fusion_join_wait_seconds_count", outcome="degraded") == 1
     assert delta("merc_fusion_events_total") == 4
     assert delta("merc_fusion_dlq_total") == 1

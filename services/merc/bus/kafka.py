@@ -55,6 +55,8 @@ class KafkaBus(Bus):
     def __init__(self, settings) -> None:
         self._settings = settings
         self._common = {"bootstrap_servers": settings.kafka_bootstrap.split(","), "security_protocol": settings.kafka_security_protocol}
+        # Explicit, not the client's default: fusion proves its largest record fits this (merc.pipeline.state_size).
+        self._sizes = {"max_request_size": settings.kafka_max_request_bytes}
         if settings.kafka_sasl_mechanism:
             self._common.update(
                 sasl_mechanism=settings.kafka_sasl_mechanism,
@@ -71,11 +73,11 @@ class KafkaBus(Bus):
         # Fusion drops a duplicate utterance, so a retried send needs no broker-side dedup; one request
         # in flight keeps a conversation's records in order across retries.
         return _KafkaProducer(KafkaProducer(acks="all", linger_ms=LINGER_MS, enable_idempotence=False,
-                                            max_in_flight_requests_per_connection=1, **timeouts, **self._common))
+                                            max_in_flight_requests_per_connection=1, **timeouts, **self._sizes, **self._common))
 
     def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
         # Its records are acknowledged by commit_transaction, which raises when one failed.
-        producer = KafkaProducer(transactional_id=transactional_id, acks="all", linger_ms=LINGER_MS, **self._common)
+        producer = KafkaProducer(transactional_id=transactional_id, acks="all", linger_ms=LINGER_MS, **self._sizes, **self._common)
         # Fences any zombie with the same id and aborts its open transaction.
         producer.init_transactions()
         return _KafkaTransactionalProducer(producer)

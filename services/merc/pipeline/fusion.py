@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from merc.bus import Bus, Consumer, Message, TopicPartition, topics
 from merc.bus.base import ConsumerSpec, Headers
 from merc.inference import InferenceClient, InferenceUnavailable
+from merc.pipeline import state_size
 from merc.pipeline.context import ContextCache
 from merc.pipeline.events import EMBEDDING_SCHEMA, SCHEMA, to_event
 from merc.pipeline.join import MODALITY_NAMES, Join, Release
@@ -127,8 +128,12 @@ def decode_embedding(m: Message, dims: dict[str, int] | None = None, sealing: Se
     if e.modality not in MODALITY_NAMES:
         raise PoisonMessage(f"modality {e.modality} is not text, audio or vision")
     name = MODALITY_NAMES[e.modality]
-    if dims and name in dims and len(e.vector) != dims[name]:
-        raise PoisonMessage(f"the {name} vector has {len(e.vector)} values; the fusion model takes {dims[name]}")
+    if dims and name in dims:
+        if len(e.vector) != dims[name]:
+            raise PoisonMessage(f"the {name} vector has {len(e.vector)} values; the fusion model takes {dims[name]}")
+        if len(plain) > state_size.max_embedding_bytes(name, dims[name]):  # the join state's size rests on it
+            raise PoisonMessage(f"the record is {len(plain)} bytes; the largest valid {name} embedding is "
+                                f"{state_size.max_embedding_bytes(name, dims[name])}")
     if not all(math.isfinite(v) and abs(v) <= 1e6 for v in e.vector):
         raise PoisonMessage("vector has NaN, infinite or out-of-range (above 1e6) values")
     return e
@@ -166,7 +171,8 @@ class FusionProcessor:
         k, hidden = shapes["CTX_FUSED"]
         self.context = ContextCache(store, k)
         self.predictor = EmotionPredictor(inference, self.context, settings.mood_decay, k, hidden)
-        self.join = Join(settings.join_window_ms, settings.emit_revisions)
+        self.join = Join(settings.join_window_ms, settings.emit_revisions, settings.max_pending_utterances)
+        state_size.check(settings, self.predictor.dims)  # before a record too large for Kafka could stall a partition
         self.owned: set[int] = set()
         self.ready = threading.Event()
         self.counts = {"events": 0, "dlq": 0, "transactions": 0}
@@ -282,7 +288,7 @@ class FusionProcessor:
         tombstones = list(dict.fromkeys(batch.erased))
         if now - self._last_idle_check > IDLE_CHECK_MS:
             self._last_idle_check = now
-            tombstones += self.join.idle(now, IDLE_CONVERSATION_MS)
+            tombstones += self._evict_idle(now)
         if not messages and not releases and not tombstones and not batch.dead:
             return 0
         spans = self._trace(releases, now)
@@ -299,6 +305,14 @@ class FusionProcessor:
         monitoring.consumer_lag(self._consumer.lag(self._committed), self.topics)
         self._account(batch, results)
         return len(results)
+
+    def _evict_idle(self, now: int) -> list[tuple[str, str]]:
+        """Idle conversations leave memory, join state and context alike; their state records get tombstones."""
+        idle = self.join.idle(now, IDLE_CONVERSATION_MS)
+        for key in idle:
+            self.context.forget(*key)
+        monitoring.conversations_held(len(self.join))
+        return idle
 
     def _ingest(self, messages: list[Message], now: int) -> _Batch:
         """Decode each record into the join (or the dead letters, or an erasure); nothing leaves the process."""

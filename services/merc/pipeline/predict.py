@@ -116,8 +116,9 @@ class EmotionPredictor:
         used = [m for m in MODALITIES if m in r.entry.embeddings and mask[MODALITIES.index(m)] > 0]
         weights = out["WEIGHTS"]
         previous = w.previous[-1] if w.previous else None
-        moods = dict(previous.speaker_moods) if previous else {}
-        moods[ref.speaker] = mood.update(moods.get(ref.speaker), probs, self.mood_decay)
+        # The row keeps its own speaker's mood only: a row per speaker's mood would grow with the square of the speakers.
+        own = self.context.speaker_mood(ref.tenant, ref.conversation_id, ref.sequence, ref.speaker)
+        moods = {ref.speaker: mood.update(own, probs, self.mood_decay)}
         conversation_mood = mood.update(previous.conversation_mood if previous else None, probs, self.mood_decay)
         sent_at = r.entry.sent_at_ms
         return UtteranceResult(

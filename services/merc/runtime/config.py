@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # How long a published record may take to be acknowledged by the broker (retries included) before the
     # caller is answered UNAVAILABLE; under the gateway's 30 s call to an encoder, so the client hears "retry".
     kafka_delivery_timeout_s: float = Field(default=10.0, gt=0)
+    # The largest record a producer sends (the broker's message.max.bytes must allow it): fusion refuses to
+    # start when its largest possible join-state record would not fit (merc.pipeline.state_size).
+    kafka_max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
 
     # PostgreSQL (or any SQLAlchemy URL; the embedded mode uses SQLite)
     database_url: str = "postgresql+psycopg://merc:merc@127.0.0.1:25432/merc"
@@ -85,6 +88,9 @@ class Settings(BaseSettings):
     join_window_ms: int = 1500
     emit_revisions: bool = True
     mood_decay: float = 0.7
+    # Utterances waiting in the join per conversation; one more releases the oldest at once, degraded
+    # (outcome "overflow"). Bounds the memory and the join-state record of a conversation.
+    max_pending_utterances: int = Field(default=64, ge=1)
 
     tenant: str = "default"
 

@@ -38,7 +38,7 @@ ENCODER_STAGES = ("decode_features", "inference", "publish")
 FUSION_STAGES = ("inference", "store", "transaction")
 # complete / degraded (released at the deadline without every modality) / revised (re-emitted with a
 # late modality) are releases; late / duplicate / dropped are what happened to an arriving embedding.
-JOIN_OUTCOMES = ("complete", "degraded", "revised", "late", "duplicate", "dropped")
+JOIN_OUTCOMES = ("complete", "degraded", "overflow", "revised", "late", "duplicate", "dropped")
 _RELEASE_OUTCOMES = {"complete": "complete", "deadline": "degraded", "revision": "revised"}
 
 GRPC_HANDLED = Counter("merc_grpc_server_handled", "gRPC calls handled, by method and status code", ["method", "code"])
@@ -60,6 +60,7 @@ EVENTS = Counter("merc_fusion_events", "EmotionEvents emitted (committed to merc
 DLQ = Counter("merc_fusion_dlq", "Undecodable records sent to the dead-letter topic")
 STEP_FAILURES = Counter("merc_fusion_step_failures", "Fusion steps that failed and were replayed from the last transaction")
 CONFIDENCE_HIST = Histogram("merc_fusion_confidence", "Calibrated confidence of emitted events", buckets=CONFIDENCE)
+CONVERSATIONS_HELD = Gauge("merc_fusion_conversations", "Conversations whose join state this fusion instance holds in memory")
 CONSUMER_LAG = Gauge("merc_fusion_consumer_lag", "Records of the embedding topics not yet consumed, by topic", ["topic"])
 
 # Every combination a dashboard plots exists from the start (a rate over a missing series is no data, not 0).
@@ -216,7 +217,7 @@ def join_added(outcome: str) -> None:
 
 
 def released(outcome: str, waited_ms: int) -> None:
-    """A Release's outcome (complete | deadline | revision) and how long its join waited."""
+    """A Release's outcome (complete | deadline | overflow | revision) and how long its join waited."""
     name = _RELEASE_OUTCOMES.get(outcome, outcome)
     JOIN_OUTCOMES_TOTAL.labels(name).inc()
     JOIN_WAIT_SECONDS.labels(name).observe(max(0, waited_ms) / 1000)
@@ -240,6 +241,10 @@ def emitted(confidences: Iterable[float], dead_letters: int) -> None:
 
 def step_failed() -> None:
     STEP_FAILURES.inc()
+
+
+def conversations_held(n: int) -> None:
+    CONVERSATIONS_HELD.set(n)
 
 
 def consumer_lag(lag: Mapping[tuple[str, int], int], topics: Iterable[str]) -> None:

@@ -34,6 +34,9 @@ MAGIC = b"\x00MS1"
 _NONCE = 12
 KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MIN_SECRET_CHARS = 16
+_TAG = 16
+# The most a sealed value is longer than its plaintext: magic, key id (length and at most 32 bytes), nonce, tag.
+MAX_OVERHEAD = len(MAGIC) + 1 + 32 + _NONCE + _TAG
 
 
 class Unopenable(ValueError):
@@ -101,7 +104,7 @@ class Sealing:
             raise Unopenable("the record is not sealed; with MERC_EMBEDDING_KEYS set only sealed records are accepted")
         start = len(MAGIC) + 1
         end = start + value[len(MAGIC)] if len(value) > len(MAGIC) else start
-        if len(value) < end + _NONCE + 16:
+        if len(value) < end + _NONCE + _TAG:
             raise Unopenable("the sealed envelope is truncated")
         key_id = value[start:end].decode(errors="replace")
         secret = dict(self.keys).get(key_id)

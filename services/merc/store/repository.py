@@ -96,6 +96,29 @@ class Store:
         with _outage_as_unavailable(), Session(self.engine) as s:
             return [_from_row(r) for r in reversed(s.scalars(q).all())]
 
+    def speaker_before(self, tenant: str, conversation_id: str, speaker: str, sequence: int) -> UtteranceResult | None:
+        """The speaker's last utterance strictly before ``sequence`` (it holds the speaker's mood), or None."""
+        q = (
+            select(UtteranceRow)
+            .where(UtteranceRow.tenant == tenant, UtteranceRow.conversation_id == conversation_id,
+                   UtteranceRow.speaker == speaker, UtteranceRow.sequence < sequence)
+            .order_by(UtteranceRow.sequence.desc())
+            .limit(1)
+        )
+        with _outage_as_unavailable(), Session(self.engine) as s:
+            row = s.scalars(q).first()
+            return _from_row(row) if row is not None else None
+
+    def first_appearances(self, tenant: str, conversation_id: str) -> dict[str, int]:
+        """Each speaker's first sequence in the conversation."""
+        q = (
+            select(UtteranceRow.speaker, func.min(UtteranceRow.sequence))
+            .where(UtteranceRow.tenant == tenant, UtteranceRow.conversation_id == conversation_id)
+            .group_by(UtteranceRow.speaker)
+        )
+        with _outage_as_unavailable(), Session(self.engine) as s:
+            return dict(s.execute(q).all())
+
     def conversation(self, tenant: str, conversation_id: str) -> list[UtteranceResult]:
         q = (
             select(UtteranceRow)
