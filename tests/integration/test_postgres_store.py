@@ -4,7 +4,7 @@ import uuid
 
 import numpy as np
 import pytest
-from unit.test_store import result
+from unit.test_store import result, speaker_queries
 
 from merc.store import Store
 
@@ -27,3 +27,10 @@ def test_upsert_and_windows_on_postgres(postgres):
     assert [r.sequence for r in store.before("t", conv, 4, 2)] == [2, 3]
     np.testing.assert_array_equal(got[3].fused, rows[3].fused)
     assert got[0].speaker_moods == {} and got[0].probabilities == rows[0].probabilities
+
+
+def test_speaker_queries_on_postgres(postgres):
+    store = Store(postgres.database_url)
+    store.migrate()
+    store.erase("t", "c")  # the database outlives test runs
+    speaker_queries(store)

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from merc.bus.base import ConsumerSpec
 from merc.bus.memory import MemoryBus
 from merc.bus.topics import conversation_key
-from merc.pipeline.fusion import MAX_TRIES, FusionProcessor
+from merc.pipeline.fusion import IDLE_CHECK_MS, MAX_TRIES, FusionProcessor
 from merc.runtime.config import Settings
 from merc.store import Store, StoreUnavailable
 from merc.v1 import common_pb2, events_pb2
@@ -287,15 +287,13 @@ def test_too_many_waiting_utterances_are_released_degraded_not_dropped(parts):
 
 
 def test_idle_conversations_leave_the_join_and_the_context_and_their_state_is_tombstoned(parts):
-    from merc.pipeline.fusion import IDLE_CHECK_MS, IDLE_CONVERSATION_MS
-
     bus, store, settings = parts
     clock = Clock()
     for i in range(50):
         publish(bus, embedding(f"c{i}", 0, "x"))
     p = run(bus, store, settings, clock=clock, steps=2)
     assert len(p.join) == 50 and len(p.context) == 50
-    clock.now_ms += IDLE_CONVERSATION_MS + IDLE_CHECK_MS + 1
+    clock.now_ms += int(settings.conversation_idle_s * 1000) + IDLE_CHECK_MS + 1
     publish(bus, embedding("fresh", 0, "x"))
     p.step(poll_ms=0)
     assert len(p.join) == 1 and len(p.context) == 1

@@ -31,3 +31,19 @@ def test_before_returns_the_last_k_strictly_earlier_oldest_first(tmp_path):
     assert [r.sequence for r in store.before("t", "c", 5, 3)] == [2, 3, 4]
     assert store.before("t", "c", 0, 3) == []
     assert store.conversation("other", "c") == []
+
+
+def speaker_queries(store):
+    """A speaker's last utterance before a sequence, and first appearances: what the context cache reads back."""
+    store.upsert([result(i, speaker="ab"[i % 3 == 0]) for i in range(7)])  # b at 0, 3, 6
+    assert store.speaker_before("t", "c", "b", 6).sequence == 3
+    assert store.speaker_before("t", "c", "b", 0) is None and store.speaker_before("t", "c", "z", 6) is None
+    assert store.first_appearances("t", "c") == {"b": 0, "a": 1}
+    assert store.first_appearances("u", "c") == {}  # another tenant's conversation of the same id
+    assert [r.sequence for r in store.before("t", "c", 2**32, 2)] == [5, 6]  # above any sequence
+
+
+def test_speaker_queries(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.migrate()
+    speaker_queries(store)

@@ -40,8 +40,7 @@ from merc.v1 import events_pb2, state_pb2
 
 log = logging.getLogger(__name__)
 
-IDLE_CONVERSATION_MS = 15 * 60 * 1000
-IDLE_CHECK_MS = 60_000
+IDLE_CHECK_MS = 60_000  # at most; half the idle time when that is shorter
 RECOVERY_PAUSE_S = 1.0
 # Steps an utterance may fail on its own data before it is dead-lettered. More than one, so a
 # failure that only looked like the record's fault (a restart mid-write) gets another chance.
@@ -177,6 +176,7 @@ class FusionProcessor:
         self.ready = threading.Event()
         self.counts = {"events": 0, "dlq": 0, "transactions": 0}
         self._last_idle_check = 0
+        self._idle_ms = int(settings.conversation_idle_s * 1000)
         self._consumer: Consumer | None = None
         self._producer = None
         self._source_partition: dict[tuple[str, str], int] = {}
@@ -286,7 +286,7 @@ class FusionProcessor:
         batch = self._ingest(messages, now)
         releases = self._dead_letter_condemned(self.join.release(now), batch)
         tombstones = list(dict.fromkeys(batch.erased))
-        if now - self._last_idle_check > IDLE_CHECK_MS:
+        if now - self._last_idle_check > min(IDLE_CHECK_MS, self._idle_ms // 2):
             self._last_idle_check = now
             tombstones += self._evict_idle(now)
         if not messages and not releases and not tombstones and not batch.dead:
@@ -308,7 +308,7 @@ class FusionProcessor:
 
     def _evict_idle(self, now: int) -> list[tuple[str, str]]:
         """Idle conversations leave memory, join state and context alike; their state records get tombstones."""
-        idle = self.join.idle(now, IDLE_CONVERSATION_MS)
+        idle = self.join.idle(now, self._idle_ms)
         for key in idle:
             self.context.forget(*key)
         monitoring.conversations_held(len(self.join))

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # Utterances waiting in the join per conversation; one more releases the oldest at once, degraded
     # (outcome "overflow"). Bounds the memory and the join-state record of a conversation.
     max_pending_utterances: int = Field(default=64, ge=1)
+    # A conversation with no embedding for this long leaves fusion's memory (join state and context; its
+    # state record gets a tombstone); an utterance after that reloads its context from the store.
+    conversation_idle_s: float = Field(default=15 * 60.0, gt=0)
 
     tenant: str = "default"
 
