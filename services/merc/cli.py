@@ -49,12 +49,12 @@ def _print_table(rows: list[dict]) -> None:
 
 def _line_count(path: str) -> int | None:
     """Lines of a manifest (a progress bar's total); None for a recording, whose utterances are found as it goes."""
+    from merc.analyze import manifest
     from merc.analyze.segment import is_media_file
 
     if is_media_file(Path(path)):
         return None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return sum(1 for line in f if line.strip())
+    return sum(1 for _, line in manifest.lines(Path(path)) if line is None or line.strip())
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

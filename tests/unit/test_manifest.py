@@ -91,3 +91,12 @@ def test_the_limits_themselves_are_accepted_and_become_requests(tmp_path):
     assert ref_problem(utterance_ref(u, "t")) is None
     assert encode_request(u, "t", "").SerializeToString() and gateway_request(u, "t", "").SerializeToString()
     assert isinstance(err, manifest.ManifestError) and "beyond" in str(err)
+
+
+def test_a_line_longer_than_the_limit_is_an_error_skipped_unread_and_the_next_line_parses(tmp_path, monkeypatch):
+    monkeypatch.setattr(manifest, "MAX_LINE_CHARS", 100)
+    m = tmp_path / "long.jsonl"
+    m.write_text('{"text": "' + "x" * 1000 + '"}\n{"utterance": 1, "text": "after"}\n' + "y" * 450)  # the last has no newline
+    items = list(manifest.read(m))
+    assert [type(x).__name__ for x in items] == ["ManifestError", "Utterance", "ManifestError"]
+    assert str(items[0]).startswith("line 1: the line is longer than 100") and items[1].text == "after" and items[2].line == 3

@@ -24,6 +24,10 @@ from pathlib import Path
 from merc.pipeline.labels import LABELS
 from merc.pipeline.results import MAX_ID_CHARS, MAX_INT
 
+# Far more than a line with the longest text, ids and paths takes; a longer line is refused unread,
+# so a file of one endless line costs no more than this.
+MAX_LINE_CHARS = 1 << 20
+
 # Files in the `video` field that can only give audio.
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"})
 
@@ -173,12 +177,27 @@ def read(path: str | Path) -> Iterator[Utterance | ManifestError]:
     """Each line as an Utterance, or the ManifestError that explains why it cannot be one."""
     path = Path(path)
     counters: dict[str, int] = {}
+    for i, raw in lines(path):
+        try:
+            if raw is None:
+                raise ManifestError(i, f"the line is longer than {MAX_LINE_CHARS} characters")
+            u = parse_line(raw, i, path.parent, counters, path.stem)
+        except ManifestError as e:
+            yield e
+            continue
+        if u is not None:
+            yield u
+
+
+def lines(path: Path) -> Iterator[tuple[int, str | None]]:
+    """(number, text) of each line, or (number, None) for one over MAX_LINE_CHARS, which is skipped unread."""
     with path.open(encoding="utf-8", errors="replace") as f:
-        for i, raw in enumerate(f, start=1):
-            try:
-                u = parse_line(raw, i, path.parent, counters, path.stem)
-            except ManifestError as e:
-                yield e
+        number = 0
+        while raw := f.readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(raw) <= MAX_LINE_CHARS or raw.endswith("\n"):
+                yield number, raw
                 continue
-            if u is not None:
-                yield u
+            while (rest := f.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                pass
+            yield number, None
