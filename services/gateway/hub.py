@@ -16,13 +16,34 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (tenant, conversation_id)
 RECENT_PER_TENANT = 50  # conversations remembered per tenant for the web page's picker (merc.gateway.web)
+# Events a watcher may leave unread (a client that stopped reading) before it is cut off: a few
+# revisions each of a stream's most outstanding utterances (MERC_MAX_STREAM_PENDING).
+INBOX_EVENTS = 1024
+
+
+class Inbox(queue.Queue):
+    """A watcher's bounded queue. The hub never blocks on it: an event that does not fit is dropped and
+    the inbox marked ``overflowed``, and its owner ends the stream (the client reads the stored timeline
+    or resumes), so a slow reader costs at most INBOX_EVENTS events and never stalls other streams."""
+
+    def __init__(self, maxsize: int = INBOX_EVENTS) -> None:
+        super().__init__(maxsize)
+        self.overflowed = False
+
+    def offer(self, item) -> bool:
+        try:
+            self.put_nowait(item)
+            return True
+        except queue.Full:
+            self.overflowed = True
+            return False
 
 
 class EventHub:
     def __init__(self, bus: Bus, topic: str) -> None:
         self._bus = bus
         self._topic = topic
-        self._watchers: dict[Key, set[queue.Queue]] = defaultdict(set)
+        self._watchers: dict[Key, set[Inbox]] = defaultdict(set)
         self._lock = threading.Lock()
         # tenant -> {conversation_id: last event time (ms)}, oldest first; ids and times only.
         self._recent: dict[str, OrderedDict[str, int]] = defaultdict(OrderedDict)
@@ -56,8 +77,8 @@ class EventHub:
                     with self._lock:
                         self._remember(key, event.emitted_at_ms or int(time.time() * 1000))
                         targets = list(self._watchers.get(key, ()))
-                    for q in targets:
-                        q.put(event)
+                    for inbox in targets:
+                        inbox.offer(event)
         finally:
             consumer.close()
 
@@ -79,12 +100,12 @@ class EventHub:
             seen = list(self._recent.get(tenant, {}).items())
         return seen[::-1][:limit]
 
-    def watch(self, key: Key, q: queue.Queue) -> None:
-        """Deliver the conversation's events into q (one queue may watch many conversations)."""
+    def watch(self, key: Key, q: Inbox) -> None:
+        """Deliver the conversation's events into q (one inbox may watch many conversations)."""
         with self._lock:
             self._watchers[key].add(q)
 
-    def unwatch(self, key: Key, q: queue.Queue) -> None:
+    def unwatch(self, key: Key, q: Inbox) -> None:
         with self._lock:
             self._watchers[key].discard(q)
             if not self._watchers[key]:

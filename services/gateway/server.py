@@ -16,11 +16,13 @@ from concurrent import futures
 import grpc
 
 from merc.bus import DeliveryFailed, Producer
-from merc.gateway.hub import EventHub
+from merc.gateway.hub import EventHub, Inbox
+from merc.gateway.limits import StreamSlots, oversized, streams_per_tenant
 from merc.pipeline.events import to_event
 from merc.pipeline.join import MODALITY_ENUMS
-from merc.pipeline.text_context import ContextMemory
+from merc.pipeline.text_context import ContextMemory, collapse_spaces
 from merc.runtime import privacy, security, telemetry
+from merc.runtime.config import Settings
 from merc.runtime.errors import public_message
 from merc.store import Store
 from merc.v1 import (
@@ -55,10 +57,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         timeout_s: float = 30.0,
         stream_idle_s: float = 30.0,
         producer: Producer | None = None,
-        settings=None,
-        max_streams: int = 16,
+        settings: Settings | None = None,
+        max_streams: int | None = None,
+        max_streams_per_tenant: int | None = None,
     ) -> None:
-        """``producer`` and ``settings`` (topic names) are needed for EraseConversation only."""
+        """``producer`` is needed for EraseConversation only; ``settings`` (topic names, limits) default to
+        Settings' defaults, and ``max_streams``/``max_streams_per_tenant`` to theirs (merc.gateway.limits)."""
         self.encoders = encoders
         self.store = store
         self.hub = hub
@@ -66,8 +70,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self.tenant = tenant
         self.timeout_s = timeout_s
         self.producer = producer
-        self.settings = settings
-        self._streams = threading.BoundedSemaphore(max_streams)
+        self.settings = settings if settings is not None else Settings()
+        self.slots = StreamSlots(max_streams or self.settings.max_streams, max_streams_per_tenant or streams_per_tenant(self.settings))
         # The fan-out threads run in the caller's context (trace, tenant): pool threads don't inherit it.
         self._pool = telemetry.carry_context(futures.ThreadPoolExecutor(max_workers=16))
 
@@ -85,12 +89,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """
         if self.hub is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this gateway has no event stream configured")
-        if not self._streams.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open streams on this gateway; retry later")
+        tenant = security.tenant(self.tenant)
+        refused = self.slots.acquire(tenant)
+        if refused:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         try:
             yield from self._stream(requests, context)
         finally:
-            self._streams.release()
+            self.slots.release(tenant)
 
     def _stream(self, requests, context: grpc.ServicerContext):
         stream = _Stream(self)
@@ -100,6 +106,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             yield from stream.responses(context)
         finally:
             stream.close()
+        if stream.merged.overflowed:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "this stream's events were not read as fast as they came; "
+                          "read the conversation with GetConversation and open a new stream")
 
     def _analyze(self, request: gateway_pb2.AnalyzeUtteranceRequest) -> tuple[gateway_pb2.AnalyzeUtteranceResponse, tuple | None]:
         """Fan one utterance out to the encoders; (response, None) or (partial response, (code, message))."""
@@ -108,6 +117,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         given = given_modalities(request)
         if not given:
             return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, "the utterance carries no text, audio, frames or faces")
+        too_big = oversized(request, self.settings)
+        if too_big:  # refused here, before it is copied into a request per encoder
+            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, too_big)
         try:
             tenant = security.check_tenant(request.utterance.tenant, self.tenant)
         except PermissionError as e:
@@ -115,18 +127,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         ref = common_pb2.UtteranceRef()
         ref.CopyFrom(request.utterance)
         ref.tenant = tenant
-        encode = encoder_pb2.EncodeRequest(
-            utterance=ref,
-            text=request.text,
-            context_text=request.context_text,
-            audio=request.audio if request.HasField("audio") else None,
-            frames=request.frames,
-            faces=request.faces,
-            expected_modalities=[MODALITY_ENUMS[m] for m in given],
-            sent_at_ms=int(time.time() * 1000),
-        )
+        common = {"utterance": ref, "expected_modalities": [MODALITY_ENUMS[m] for m in given], "sent_at_ms": int(time.time() * 1000)}
+        # Each encoder gets its own inputs only: a request's frames are not sent to the text encoder too.
+        inputs = {"text": {"text": request.text, "context_text": request.context_text},
+                  "audio": {"audio": request.audio if request.HasField("audio") else None},
+                  "vision": {"frames": request.frames, "faces": request.faces}}
         metadata = security.forwarded_metadata()  # the encoders check the caller's key too
-        calls = {m: self._pool.submit(self._encode, m, encode, metadata) for m in given}
+        calls = {m: self._pool.submit(self._encode, m, encoder_pb2.EncodeRequest(**common, **inputs[m]), metadata) for m in given}
         response = gateway_pb2.AnalyzeUtteranceResponse(utterance=ref)
         failures = []
         for m, call in calls.items():
@@ -200,8 +207,11 @@ class _Stream:
         self.watched: set[tuple[str, str]] = set()
         self.waiting: set[tuple[str, str, int]] = set()
         self.lock = threading.Lock()
-        self.merged: queue.Queue = queue.Queue()  # EmotionEvents from the hub, Rejected from the reader
+        # EmotionEvents from the hub, Rejected from the reader; bounded: a client that stops reading
+        # blocks its own reader and, once the hub's events no longer fit, loses the stream.
+        self.merged = Inbox()
         self.requests_done = threading.Event()
+        self.closed = threading.Event()
         self.recent = ContextMemory()  # this stream's memory only; dropped with it
 
     def consume(self, requests) -> None:
@@ -214,26 +224,57 @@ class _Stream:
     def _send(self, utterance: gateway_pb2.AnalyzeUtteranceRequest) -> None:
         ref = utterance.utterance
         key = (security.tenant(self.gateway.tenant), ref.conversation_id)
+        settings = self.gateway.settings
+        # Every limit is checked before the utterance is remembered or watched: nothing over them is held.
+        too_big = oversized(utterance, settings)
+        if too_big:
+            return self._reject(ref, grpc.StatusCode.INVALID_ARGUMENT, too_big)
+        refused = None
+        with self.lock:
+            if self.closed.is_set():  # the stream ended while this request was read: watch nothing more
+                return
+            if ref.conversation_id and key not in self.watched and len(self.watched) >= settings.max_stream_conversations:
+                refused = (f"this stream has sent to {len(self.watched)} conversations, its limit (MERC_MAX_STREAM_CONVERSATIONS); "
+                           "open another stream for more")
+            elif len(self.waiting) >= settings.max_stream_pending:
+                refused = (f"{len(self.waiting)} utterances on this stream await their event, its limit (MERC_MAX_STREAM_PENDING); "
+                           "send more once their events arrive")
+            else:
+                # Watch before sending, so the event cannot slip past.
+                if ref.conversation_id and key not in self.watched:
+                    self.watched.add(key)
+                    self.gateway.hub.watch(key, self.merged)
+                self.waiting.add((*key, ref.sequence))
+        if refused:
+            return self._reject(ref, grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        if len(utterance.text) > settings.max_text_chars:
+            # Within the limit once its runs of spaces collapse (oversized): remember and send it collapsed,
+            # as the text encoder reads it anyway, never the padding.
+            utterance.text = collapse_spaces(utterance.text)
         context_text = self.recent.next(key, ref.speaker, utterance.text)
         if not utterance.context_text:  # a client that sends its own context keeps it
             utterance.context_text = context_text
-        with self.lock:
-            # Watch before sending, so the event cannot slip past.
-            if ref.conversation_id and key not in self.watched:
-                self.watched.add(key)
-                self.gateway.hub.watch(key, self.merged)
-            self.waiting.add((*key, ref.sequence))
         response, error = self.gateway._analyze(utterance)
         if error is not None:
             with self.lock:
                 self.waiting.discard((*key, ref.sequence))
-            self.merged.put(gateway_pb2.Rejected(utterance=ref, code=error[0].name, errors=response.errors, reason=error[1]))
+            self._reject(ref, error[0], error[1], response.errors)
+
+    def _reject(self, ref: common_pb2.UtteranceRef, code: grpc.StatusCode, reason: str, errors=()) -> None:
+        rejected = gateway_pb2.Rejected(utterance=ref, code=code.name, errors=errors, reason=reason)
+        # Blocks while the client is not reading its responses: back-pressure on its requests, not memory.
+        while not self.closed.is_set():
+            try:
+                self.merged.put(rejected, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def responses(self, context: grpc.ServicerContext):
         last = time.monotonic()
-        while context.is_active():
+        while context.is_active() and not self.merged.overflowed:
             with self.lock:
-                done = self.requests_done.is_set() and not self.waiting
+                done = self.requests_done.is_set() and not self.waiting and self.merged.empty()  # rejections told too
             if done or time.monotonic() - last > self.gateway.stream_idle_s:
                 return
             try:
@@ -249,6 +290,9 @@ class _Stream:
             yield gateway_pb2.StreamConversationResponse(event=event)
 
     def close(self) -> None:
-        for key in self.watched:
+        with self.lock:  # under the lock: the reader watches nothing after this
+            self.closed.set()
+            watched = list(self.watched)
+        for key in watched:
             self.gateway.hub.unwatch(key, self.merged)
 

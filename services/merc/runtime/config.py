@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = 32 * 1024 * 1024
     # gRPC worker threads per service; a gateway stream holds one while open.
     grpc_workers: int = 32
+    # Calls a gRPC server holds at once, running or queued for a worker (health checks included); more are
+    # answered RESOURCE_EXHAUSTED at once instead of queueing without bound.
+    max_concurrent_rpcs: int = Field(default=128, ge=1)
     # Frames sampled per utterance when `merc analyze` cuts a video file.
     video_frames: int = 5
     # The longest recording `merc analyze` decodes (a bare file, or a manifest's `video`): its audio track
@@ -72,11 +75,21 @@ class Settings(BaseSettings):
     # Gateway. Streams end after stream_idle_s without an event; at most max_streams are open at
     # once (more get RESOURCE_EXHAUSTED), so idle or slow clients cannot take every worker thread.
     stream_idle_s: float = 30.0
-    max_streams: int = 16
+    max_streams: int = Field(default=16, ge=1)
+    # One tenant's share of max_streams (gRPC streams and the web page's event streams, each), so no tenant
+    # can take every slot; 0 = all of them without API keys (one tenant), else a quarter (at least 1).
+    max_streams_per_tenant: int = Field(default=0, ge=0)
+    # Per stream: distinct conversations it may send to, and utterances accepted but still awaiting their
+    # event; past either the utterance is rejected (RESOURCE_EXHAUSTED) instead of held.
+    max_stream_conversations: int = Field(default=64, ge=1)
+    max_stream_pending: int = Field(default=256, ge=1)
     gateway_port: int = 28050
     # The gateway's web page (conversation timeline, live) and its JSON/event-stream API over HTTP on
     # bind_host (HTTPS with the TLS settings below); 0 = off. merc.gateway.web.
     http_port: int = 28080
+    # Connections the web page's server serves at once, one thread each (event streams included); more
+    # are answered 503 and closed.
+    http_max_connections: int = Field(default=64, ge=1)
     text_encoder_url: str = "127.0.0.1:28061"
     audio_encoder_url: str = "127.0.0.1:28062"
     vision_encoder_url: str = "127.0.0.1:28063"
