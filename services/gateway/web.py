@@ -17,9 +17,12 @@ end up in proxy logs and browser history, which a header does not. This server n
 strings and sends ``Referrer-Policy: no-referrer``; serve it over TLS, and prefer the header from
 any client that can set one. Without keys configured, every request acts for MERC_TENANT.
 
-Each event stream holds one thread: at most ``max_streams`` are open at once (more get 503), each
-sends a keep-alive comment every ``keepalive_s`` and ends after ``idle_s`` without an event (the
-page then offers to resume).
+Each connection holds one thread, from at most MERC_HTTP_MAX_CONNECTIONS: one more is answered 503
+and closed. Event streams are capped like the gRPC API's (merc.gateway.limits): MERC_MAX_STREAMS,
+MERC_MAX_STREAMS_PER_TENANT (more get 503); each sends a keep-alive comment every ``keepalive_s``,
+ends after ``idle_s`` without an event (the page then offers to resume), and ends at once if its
+client stops reading (its bounded inbox overflows). Nothing it logs carries a key, whatever the
+request looks like (``scrub``).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import hashlib
 import json
 import logging
 import queue
+import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -38,7 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from merc.analyze import timeline
-from merc.gateway.hub import EventHub
+from merc.gateway.hub import EventHub, Inbox
+from merc.gateway.limits import StreamSlots, streams_per_tenant
 from merc.pipeline.events import to_event
 from merc.pipeline.labels import LABELS
 from merc.runtime import security
@@ -51,14 +57,14 @@ class WebApp:
     """What the handlers need: the store, the hub, the keys; and the page, rendered once."""
 
     def __init__(self, store: Store, hub: EventHub | None, settings, keepalive_s: float = 15.0, idle_s: float = 600.0,
-                 max_streams: int | None = None) -> None:
+                 max_streams: int | None = None, max_streams_per_tenant: int | None = None) -> None:
         self.store = store
         self.hub = hub
         self.settings = settings
         self.keys = security.ApiKeys.from_settings(settings)
         self.keepalive_s = keepalive_s
         self.idle_s = idle_s
-        self.streams = threading.BoundedSemaphore(max_streams or settings.max_streams)
+        self.streams = StreamSlots(max_streams or settings.max_streams, max_streams_per_tenant or streams_per_tenant(settings))
         self.stopping = threading.Event()
         self.page = timeline.render_page({"mode": "live", "auth": self.keys.enabled, "labels": list(LABELS)}).encode()
         self.csp = content_security_policy()
@@ -139,9 +145,10 @@ class Handler(BaseHTTPRequestHandler):
         app = self.app
         if app.hub is None:
             return self._error(HTTPStatus.NOT_IMPLEMENTED, "this gateway has no event stream configured")
-        if not app.streams.acquire(blocking=False):
-            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, "too many open event streams on this gateway; retry later", {"Retry-After": "10"})
-        events: queue.Queue = queue.Queue()
+        refused = app.streams.acquire(tenant)
+        if refused:
+            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, refused, {"Retry-After": "10"})
+        events = Inbox()
         key = (tenant, conversation_id)
         app.hub.watch(key, events)  # before the headers go out: no event slips between
         try:
@@ -153,7 +160,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self._write("retry: 3000\n: connected\n\n")
             last_event = last_write = time.monotonic()
-            while not app.stopping.is_set():
+            while not app.stopping.is_set() and not events.overflowed:  # overflowed: the client stopped reading
                 try:
                     event = events.get(timeout=0.5)
                 except queue.Empty:
@@ -172,7 +179,7 @@ class Handler(BaseHTTPRequestHandler):
             pass
         finally:
             app.hub.unwatch(key, events)
-            app.streams.release()
+            app.streams.release(tenant)
             self.close_connection = True
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -200,16 +207,79 @@ class Handler(BaseHTTPRequestHandler):
         self._json({"error": message}, status, headers)
 
     def log_request(self, code="-", size="-") -> None:
-        # The path only: a query may carry an API key (?key=), and ids are the caller's business.
-        log.debug("%s %s %s", self.command, urlsplit(self.path).path.split("/")[1:3], code)
+        # The route only: a query may carry an API key (?key=), and ids are the caller's business. A
+        # request whose line did not parse has no command or path: it is logged as "-".
+        path = getattr(self, "path", "") if getattr(self, "command", None) else ""
+        route = "/".join(urlsplit(path).path.split("/")[1:3]) if path else "-"
+        log.debug("http: %s /%s %s", self.command or "-", scrub(route), code)
 
-    def log_message(self, format, *args) -> None:  # http.server's signature
-        log.debug("http: " + format, *args)
+    def log_message(self, format, *args) -> None:  # http.server's signature; send_error's and log_error's too
+        # http.server puts the raw request line into its errors ("Bad request version ('...')"): scrubbed
+        # of keys, and never raising, whatever the line held.
+        try:
+            text = format % args if args else str(format)
+        except Exception:
+            text = str(format)
+        log.debug("http: %s", scrub(text))
+
+
+# Where a request may carry a key: ?key= (also URL-encoded), x-api-key:, Authorization: Bearer; all
+# that follows one of these is dropped, to the end of the text (a key may hold anything). A bare key
+# of the shape new_key() makes is dropped wherever it appears.
+_SECRETS = re.compile(r"(?is)(key\s*(?:=|%3d|:)|authorization\s*:|bearer\b).*|merc_[A-Za-z0-9_\-]{16,}")
+
+
+def scrub(text: str) -> str:
+    """``text`` without API keys (``***`` instead), on one line of printable ASCII (escapes for the rest):
+    a request cannot forge log lines either."""
+    return _SECRETS.sub(lambda m: (m.group(1) or "") + "***", text).encode("unicode_escape").decode("ascii")
+
+
+# What a connection beyond MERC_HTTP_MAX_CONNECTIONS is told before it is closed.
+_BUSY_BODY = b'{"error":"too many connections to this server; retry later"}\n'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+         b"Retry-After: 5\r\nConnection: close\r\n\r\n" % len(_BUSY_BODY)) + _BUSY_BODY
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` of them: one more is refused at once."""
+
     daemon_threads = True  # open event streams do not hold up shutdown
     block_on_close = False
+
+    def __init__(self, address, handler, max_connections: int) -> None:
+        self.connections = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.connections.acquire(blocking=False):
+            return self._refuse(request)
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
+
+    def _refuse(self, request) -> None:
+        # On the accepting thread, so never blocking: one non-blocking send into an empty socket buffer.
+        # Over TLS nothing can be said before a handshake, which could block: just closed.
+        if not isinstance(request, ssl.SSLSocket):
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        # socketserver's own prints a traceback to stderr; its text could quote the request.
+        log.debug("http: a request from %s failed: %s", client_address[0], scrub(repr(sys.exc_info()[1])))
 
 
 class _Server6(_Server):
@@ -222,7 +292,7 @@ class WebServer:
     def __init__(self, app: WebApp, port: int, host: str = "127.0.0.1") -> None:
         self.app = app
         handler = type("BoundHandler", (Handler,), {"app": app})
-        self.httpd = (_Server6 if ":" in host else _Server)((host, port), handler)
+        self.httpd = (_Server6 if ":" in host else _Server)((host, port), handler, app.settings.http_max_connections)
         context = tls_context(app.settings)
         if context is not None:
             # The handshake happens on the handler's thread (first read), not in the accept loop.

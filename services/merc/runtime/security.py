@@ -284,4 +284,5 @@ def interceptors(settings) -> list[grpc.ServerInterceptor]:
 def server_options(settings) -> dict:
     """Keyword arguments for merc.runtime.serving.Server: TLS credentials, the auth interceptor, limits."""
     return {"credentials": server_credentials(settings), "interceptors": interceptors(settings),
-            "workers": settings.grpc_workers, "max_message_bytes": settings.max_message_bytes}
+            "workers": settings.grpc_workers, "max_message_bytes": settings.max_message_bytes,
+            "max_concurrent_rpcs": settings.max_concurrent_rpcs}

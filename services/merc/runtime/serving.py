@@ -11,6 +11,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from merc.runtime.config import Settings
 from merc.runtime.errors import CatchAll
 from merc.runtime.telemetry import JsonFormatter
 
@@ -31,11 +32,15 @@ class Server:
     """A gRPC server with health checking; TLS when ``credentials`` are given (merc.runtime.security)."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", workers: int = 8, credentials: grpc.ServerCredentials | None = None,
-                 interceptors: Sequence[grpc.ServerInterceptor] = (), max_message_bytes: int = 32 * 1024 * 1024) -> None:
+                 interceptors: Sequence[grpc.ServerInterceptor] = (), max_message_bytes: int = 32 * 1024 * 1024,
+                 max_concurrent_rpcs: int = Settings.model_fields["max_concurrent_rpcs"].default) -> None:
         # A message over max_message_bytes is refused (RESOURCE_EXHAUSTED) before it is read whole.
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
         # CatchAll innermost: what a servicer did not map is INTERNAL, and the interceptors outside see that code.
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[*interceptors, CatchAll()], options=options)
+        # Calls beyond max_concurrent_rpcs (running, or waiting for one of the workers) are answered
+        # RESOURCE_EXHAUSTED at once: without it gRPC queues them, and their messages, without bound.
+        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[*interceptors, CatchAll()], options=options,
+                                maximum_concurrent_rpcs=max_concurrent_rpcs)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.address = f"{host}:{port}"
