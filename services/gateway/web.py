@@ -92,6 +92,9 @@ def content_security_policy() -> str:
 class Handler(BaseHTTPRequestHandler):
     server_version = "merc-gateway"
     timeout = 60  # a socket read or write stuck this long ends the request (slow or vanished clients)
+    # A request line that does not parse is answered with a status line and headers (400), not as
+    # HTTP/0.9's bare body, which no client reads as an error.
+    default_request_version = "HTTP/1.0"
     app: WebApp  # set on the subclass that serve() makes
 
     # ---- routing -----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import re
+import socket
 import ssl
 import time
 
@@ -16,7 +18,7 @@ from conftest import REPO
 from merc.analyze import timeline
 from merc.bus.memory import MemoryBus
 from merc.gateway.hub import EventHub
-from merc.gateway.web import WebApp, WebServer
+from merc.gateway.web import WebApp, WebServer, scrub
 from merc.pipeline.events import to_event
 from merc.pipeline.labels import LABELS
 from merc.runtime import security
@@ -27,6 +29,7 @@ from unit.test_store import result
 KEY_A, KEY_B = security.new_key(), security.new_key()
 KEYS = f"tenant-a:{security.hash_key(KEY_A)},tenant-b:{security.hash_key(KEY_B)}"
 TOPIC = "merc.emotions"
+GUARD_S = 60  # bounds a failure only: every wait here is on a condition, never a timing under test
 
 
 def stored(tenant: str, conversation: str, seq: int, **kw):
@@ -51,8 +54,8 @@ def web(tmp_path):
     servers = []
 
     def start(keepalive_s: float = 15.0, idle_s: float = 600.0, max_streams: int = 4, **settings) -> WebServer:
-        cfg = Settings(inference="local", **settings)
-        server = WebServer(WebApp(store, hub, cfg, keepalive_s=keepalive_s, idle_s=idle_s, max_streams=max_streams), 0).start()
+        cfg = Settings(inference="local", max_streams=max_streams, **settings)
+        server = WebServer(WebApp(store, hub, cfg, keepalive_s=keepalive_s, idle_s=idle_s), 0).start()
         servers.append(server)
         return server
 
@@ -220,7 +223,7 @@ def test_the_event_stream_delivers_the_callers_events_only(web):
     assert [c["conversation"] for c in get_json(server, "/api/conversations", KEY_A)[1]["conversations"]] == ["call-7"]
     assert [c["conversation"] for c in get_json(server, "/api/conversations", KEY_B)[1]["conversations"]] == ["call-7"]
     bus.producer().send(TOPIC, b"tenant-a\x00call-7", None, (("tenant", b"tenant-a"), ("erased", b"1")))  # erasure
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + GUARD_S
     while get_json(server, "/api/conversations", KEY_A)[1]["conversations"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert get_json(server, "/api/conversations", KEY_A)[1]["conversations"] == []
@@ -232,13 +235,11 @@ def test_an_idle_stream_ends_and_streams_are_capped(web):
     stream = Stream(server, "/api/conversations/call-1/events")
     try:
         assert get(server, "/api/conversations/call-1/events")[0] == 503  # the one slot is taken
-        t0 = time.monotonic()
-        assert stream.read_until("event: idle")
-        assert time.monotonic() - t0 < 5
+        assert stream.read_until("event: idle")  # ended by the server: the client holds it open
         assert stream.resp.readline().startswith(b"data:")
     finally:
         stream.close()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + GUARD_S
     while time.monotonic() < deadline:  # the slot is free again
         s = Stream(server, "/api/conversations/call-1/events")
         status = s.resp.status
@@ -247,6 +248,109 @@ def test_an_idle_stream_ends_and_streams_are_capped(web):
             break
         time.sleep(0.1)
     assert status == 200
+
+
+def test_one_tenant_cannot_take_every_event_stream(web):
+    start, _ = web
+    server = start(api_keys=KEYS, max_streams=4)  # a quarter each by default with keys: one
+    held = Stream(server, f"/api/conversations/call-1/events?key={KEY_A}")
+    try:
+        assert held.resp.status == 200
+        status, headers, body = get(server, f"/api/conversations/call-2/events?key={KEY_A}")
+        assert status == 503 and "tenant" in json.loads(body)["error"] and headers["Retry-After"]
+        other = Stream(server, f"/api/conversations/call-9/events?key={KEY_B}")  # B still gets one
+        try:
+            assert other.resp.status == 200
+        finally:
+            other.close()
+    finally:
+        held.close()
+
+
+# ---- connections, malformed requests, logs ------------------------------------------------------
+
+
+def raw(server: WebServer, payload: bytes | None) -> bytes:
+    """Send ``payload`` on a fresh connection (None: send nothing) and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=GUARD_S) as s:
+        if payload is not None:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_connections_beyond_the_cap_are_refused_at_once_and_served_again_once_one_closes(web):
+    start, _ = web
+    server = start(tenant="tenant-a", http_max_connections=2)
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=GUARD_S) for _ in range(2)]
+    try:
+        # Accepted in order: the two idle connections hold both threads, the third is told and closed.
+        busy = raw(server, None)
+        assert busy.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in busy and b"too many connections" in busy
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + GUARD_S
+    while True:  # each closed connection frees its thread once the server has read the end of it
+        try:
+            if get(server, "/healthz")[0] == 200:
+                break
+        except (OSError, http.client.HTTPException):  # refused while the threads are finishing
+            pass
+        assert time.monotonic() < deadline, "the server never took connections again"
+        time.sleep(0.05)
+
+
+SECRET = "s3cr3t-K3Y-" + "z" * 8
+MALFORMED = [
+    b"GET /api/conversations/x/events?key=" + SECRET.encode() + b" HTTP/1.1 junk\r\n\r\n",  # four words
+    b"GET /?key=" + SECRET.encode() + b" HTTP/1.x\r\n\r\n",  # bad version
+    b"GET /?key=" + SECRET.encode() + b" HTTP/9.9\r\n\r\n",  # unsupported version
+    b"BREW /?key=" + SECRET.encode() + b" HTTP/1.1\r\n\r\n",  # unknown method
+    b"\xff\xfe /?key=" + SECRET.encode() + b"\xff HTTP/1.1\r\n\r\n",  # not UTF-8
+    b"GET /?key=" + SECRET.encode() + b"%0A%ff HTTP/1.1 \x1b[2J\r\n\r\n",  # escapes, encoded line break
+    b"GET\r\n\r\n",  # no path, no version
+    b"GET /api/conversations/x HTTP/1.1\r\nx-api-key: " + SECRET.encode() + b"\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",  # huge header
+    b"GET /api/conversations HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",  # too many headers
+    b"GET /api/conversations/x HTTP/1.1\r\nAuthorization: Bearer " + SECRET.encode() + b"\r\nbroken header line\r\n\r\n",
+    b"GET /api/conversations/x/events?key=" + SECRET.encode() + b"&key=" + SECRET.encode() + b" HTTP/1.1\r\nHost: \xff\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("payload", MALFORMED, ids=range(len(MALFORMED)))
+def test_malformed_requests_are_answered_and_no_log_line_carries_a_key(web, caplog, payload):
+    start, _ = web
+    server = start(api_keys=KEYS)
+    caplog.set_level(logging.DEBUG)
+    answer = raw(server, payload)
+    status = answer.split(b"\r\n", 1)[0]
+    assert re.match(rb"HTTP/1\.[01] (4\d\d|50[15]) ", status), answer[:200]
+    assert get(server, "/healthz")[0] == 200  # and the server carries on
+    assert caplog.records, "nothing was logged: the test would prove nothing"
+    assert SECRET not in caplog.text and SECRET[:8] not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info or "failed" in r.getMessage()]
+    assert all("\n" not in r.getMessage() and "\x1b" not in r.getMessage() for r in caplog.records)
+
+
+def test_a_valid_request_with_a_key_in_its_query_logs_the_route_only(web, caplog):
+    start, _ = web
+    server = start(api_keys=KEYS)
+    caplog.set_level(logging.DEBUG)
+    assert get(server, f"/api/conversations/call-1?key={KEY_A}")[0] == 200
+    assert get(server, "/api/conversations/call-1?key=" + SECRET)[0] == 401
+    assert caplog.records and KEY_A not in caplog.text and SECRET not in caplog.text and "call-1" not in caplog.text
+
+
+def test_scrub_drops_keys_wherever_they_stand():
+    for text in (f"GET /x?key={SECRET} HTTP/1.1", f"x-api-key: {SECRET}", f"Authorization: Bearer {SECRET}",
+                 f"bearer {SECRET}", f"/x?KEY%3D{SECRET}", f"'GET /?a=1&key={SECRET}&b=2'", f"line\nkey = {SECRET}",
+                 f"a bare key {KEY_A} here"):
+        out = scrub(text)
+        assert SECRET not in out and KEY_A not in out and "***" in out and "\n" not in out, (text, out)
+    assert scrub("Bad request version ('HTTP/1.x')") == "Bad request version ('HTTP/1.x')"
 
 
 def test_https_with_the_grpc_servers_certificate(web, pki):
