@@ -10,6 +10,7 @@ _.allow_tf32
 _.close_connection
 _.do_GET
 _.forward
+_.handle_error
 _.initialize
 _.intercept_service
 _.intercept_stream_stream
@@ -26,6 +27,7 @@ address_family
 block_on_close
 branch_labels
 daemon_threads
+default_request_version
 depends_on
 dialogue
 do_DELETE
