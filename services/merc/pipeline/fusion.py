@@ -303,6 +303,7 @@ class FusionProcessor:
         spans.end()
         self._committed.update(batch.offsets)
         monitoring.consumer_lag(self._consumer.lag(self._committed), self.topics)
+        monitoring.conversations_held(len(self.join))
         self._account(batch, results)
         return len(results)
 
@@ -311,7 +312,6 @@ class FusionProcessor:
         idle = self.join.idle(now, self._idle_ms)
         for key in idle:
             self.context.forget(*key)
-        monitoring.conversations_held(len(self.join))
         return idle
 
     def _ingest(self, messages: list[Message], now: int) -> _Batch:
