@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from fuzz.common import count, fuzz, mutated
 from merc.bus.memory import MemoryBus
 from merc.bus.topics import EMBEDDINGS as EMBEDDING_TOPICS
+from merc.pipeline import state_size
 from merc.pipeline.fusion import FusionProcessor
 from merc.runtime.config import Settings
 from merc.store import Store
@@ -78,7 +79,7 @@ def embeddings(dims: dict[str, int]):
     return modality.flatmap(lambda m: st.builds(
         events_pb2.ModalityEmbedding, utterance=ref, modality=st.just(m), vector=vector_for(m), quality=quality,
         expected_modalities=st.lists(st.one_of(st.integers(0, 3), st.integers(-(2**31), 2**31 - 1)), max_size=4),
-        encoder_model=st.sampled_from(["", "text_encoder"]), encoder_version=st.text(max_size=5), sent_at_ms=st.integers(0, 2**64 - 1)))
+        encoder_model=st.sampled_from(["", "text_encoder", "m" * 5000]), encoder_version=st.text(max_size=5), sent_at_ms=st.integers(0, 2**64 - 1)))
 
 
 def records(dims):
@@ -106,6 +107,8 @@ def expected(value: bytes, headers, dims: dict[str, int]) -> tuple[str, events_p
         return "poison", None
     if len(e.vector) != dims[MODALITIES[e.modality]]:
         return "poison", None  # it once became an event with no modalities at all
+    if len(value) > state_size.max_embedding_bytes(MODALITIES[e.modality], len(e.vector)):
+        return "poison", None  # larger than any valid one: the join state's bound rests on refusing it
     return "valid", e
 
 
@@ -220,6 +223,7 @@ def test_known_poison_is_dead_lettered(inference, fusion, value):
     pytest.param(_known_poison(vector=[0.1] * 16), (("tenant", b"t"),), b"the text vector has 16 values", id="wrong-dimension"),
     pytest.param(_known_poison(), (("tenant", b"other"),), b"differs from utterance.tenant", id="tenant-header-disagrees"),
     pytest.param(_known_poison(), (), b"no tenant header", id="no-tenant-header"),
+    pytest.param(_known_poison(encoder_version="v" * 100_000), (("tenant", b"t"),), b"largest valid text embedding", id="oversize"),
 ])
 def test_records_the_store_or_model_would_refuse_are_dead_lettered_with_their_reason(inference, fusion, value, headers, reason):
     """Each once failed the step at every replay (over-long fields, NUL) or became an event with no modality (dimension)."""
