@@ -11,7 +11,7 @@ BUF_VERSION := 1.47.2
 BUF := .tools/buf/node_modules/.bin/buf
 PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) protos/merc/v1/*.proto
 
-.PHONY: help install run test lint up down proto proto-check buf-lint models bench clean
+.PHONY: help install run test lint up down proto proto-check buf-lint models bench bench-idle clean
 
 help:
 	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
@@ -20,6 +20,7 @@ help:
 	@echo "make up      the full local stack + services; make down stops it"
 	@echo "make models  retrain the models from the corpora in MERC_DATA_DIR"
 	@echo "make bench   latency, throughput and load on the local stack + model quality: bench/results/"
+	@echo "make bench-idle  10,000 idle conversations a round: fusion and gateway memory after eviction"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
 	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
 	@echo "make images  build and push the container images (needs Docker; REGISTRY=... TAG=...)"
@@ -91,6 +92,16 @@ bench: install
 	$(PY) bench/throughput.py
 	$(PY) bench/load.py
 	$(VENV)/bin/merc eval
+
+# Opens 10,000 conversations per round and leaves them idle (fusion restarted with a 240 s idle time): memory after eviction.
+bench-idle: install
+	deploy/local/stack.sh up all
+	$(VENV)/bin/merc db upgrade
+	deploy/local/services.sh stop fusion
+	MERC_CONVERSATION_IDLE_S=240 deploy/local/services.sh start all
+	MERC_CONVERSATION_IDLE_S=240 $(PY) bench/idle_conversations.py --conversations 10000 --rounds 3
+	deploy/local/services.sh stop fusion
+	deploy/local/services.sh start fusion
 
 clean:
 	rm -rf .run .tools .pytest_cache

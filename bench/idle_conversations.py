@@ -8,8 +8,9 @@ before the first round (the baseline) and after the first round's eviction (flat
 rounds add nothing). Python rarely returns freed memory to the system, so the test of a bound is
 that round after round the figure stops growing, not that it falls.
 
-Needs the stack with a short idle time, exported so this script reports it too, e.g.
-    export MERC_CONVERSATION_IDLE_S=20; make up
+Needs the stack with an idle time longer than a round takes to open, exported so this script
+reports it too; `make bench-idle` does it all:
+    export MERC_CONVERSATION_IDLE_S=240; make up
     .venv/bin/python bench/idle_conversations.py --conversations 10000 --rounds 3
 """
 
