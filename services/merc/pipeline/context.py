@@ -18,14 +18,13 @@ from merc.pipeline.results import UtteranceResult
 class History(Protocol):
     """The stored results the context is rebuilt from (merc.store.Store in every process)."""
 
-    def before(self, tenant: str, conversation_id: str, sequence: int, limit: int) -> list[UtteranceResult]: ...
+    def before(self, tenant: str, conversation_id: str, sequence: int | None, limit: int) -> list[UtteranceResult]: ...
 
     def speaker_before(self, tenant: str, conversation_id: str, speaker: str, sequence: int) -> UtteranceResult | None: ...
 
     def first_appearances(self, tenant: str, conversation_id: str) -> dict[str, int]: ...
 
 
-UNBOUNDED = 2**32  # above any sequence
 MOODS_KEPT = 1024  # speakers per conversation whose latest mood stays in memory; older ones are read back
 
 
@@ -65,7 +64,7 @@ class ContextCache:
         conv = self._conversations.get(key)
         if conv is None:
             conv = _Conversation(first_seen=self.store.first_appearances(tenant, conversation_id))
-            for row in self.store.before(tenant, conversation_id, UNBOUNDED, self._kept):
+            for row in self.store.before(tenant, conversation_id, None, self._kept):
                 conv.rows[row.sequence] = row
             if len(conv.rows) == self._kept:  # older rows may exist: windows reaching them ask the store
                 conv.trimmed_upto = min(conv.rows) - 1

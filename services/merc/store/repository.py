@@ -81,18 +81,12 @@ class Store:
         with _outage_as_unavailable(), self._session.begin() as s:
             s.execute(stmt)
 
-    def before(self, tenant: str, conversation_id: str, sequence: int, limit: int) -> list[UtteranceResult]:
-        """The last `limit` utterances strictly before `sequence`, oldest first."""
-        q = (
-            select(UtteranceRow)
-            .where(
-                UtteranceRow.tenant == tenant,
-                UtteranceRow.conversation_id == conversation_id,
-                UtteranceRow.sequence < sequence,
-            )
-            .order_by(UtteranceRow.sequence.desc())
-            .limit(limit)
-        )
+    def before(self, tenant: str, conversation_id: str, sequence: int | None, limit: int) -> list[UtteranceResult]:
+        """The last `limit` utterances strictly before `sequence` (None: the last ones), oldest first."""
+        q = select(UtteranceRow).where(UtteranceRow.tenant == tenant, UtteranceRow.conversation_id == conversation_id)
+        if sequence is not None:  # (a bound above any sequence would overflow PostgreSQL's INTEGER parameter)
+            q = q.where(UtteranceRow.sequence < sequence)
+        q = q.order_by(UtteranceRow.sequence.desc()).limit(limit)
         with _outage_as_unavailable(), Session(self.engine) as s:
             return [_from_row(r) for r in reversed(s.scalars(q).all())]
 
