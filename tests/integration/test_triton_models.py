@@ -36,28 +36,40 @@ def test_text_encoder_reads_the_previous_utterance_the_same_way(clients):
     assert not np.allclose(a[0], a[1], atol=1e-3)
 
 
-def test_fusion_matches_in_process_and_is_a_distribution(clients):
-    triton, local = clients
+def fusion_inputs(triton, n: int) -> dict[str, np.ndarray]:
     k, h = triton.input_shapes("fusion")["CTX_FUSED"]
     rng = np.random.default_rng(0)
-    n = 3
-    inputs = {
+    return {
         "TEXT": rng.normal(size=(n, 384)).astype(np.float32) / 20,
         "AUDIO": np.abs(rng.normal(size=(n, 128))).astype(np.float32),
         "VISION": np.abs(rng.normal(size=(n, 128))).astype(np.float32),
-        "MODALITY_MASK": np.array([[1, 0, 0], [1, 1, 1], [0, 1, 1]], np.float32),
+        "MODALITY_MASK": np.array([[1, 0, 0], [1, 1, 1], [0, 1, 1]] * (n // 3 + 1), np.float32)[:n],
         "QUALITY": rng.random((n, 7)).astype(np.float32),
-        "SPEAKER": np.array([[0], [1], [0]], np.int64),
+        "SPEAKER": (np.arange(n) % 2).astype(np.int64)[:, None],
         "CTX_FUSED": rng.normal(size=(n, k, h)).astype(np.float32),
         "CTX_SPEAKER": np.zeros((n, k), np.int64),
         "CTX_VALID": np.concatenate([np.zeros((n, k - 2)), np.ones((n, 2))], axis=1).astype(np.float32),
     }
+
+
+def test_fusion_matches_in_process_and_is_a_distribution(clients):
+    triton, local = clients
+    inputs = fusion_inputs(triton, 3)
     a, b = triton.infer("fusion", inputs), local.infer("fusion", inputs)
     for name in ("PROBS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET", "EXPERT_PROBS", "INCONGRUENCE"):
         np.testing.assert_allclose(a[name], b[name], atol=1e-4, err_msg=name)
     np.testing.assert_allclose(a["PROBS"].sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(a["WEIGHTS"][0], [1, 0, 0], atol=1e-6)  # absent modalities weigh nothing
     assert triton.version("fusion") == local.version("fusion")
+
+
+def test_a_batch_larger_than_the_models_max_batch_size_is_split(clients):
+    """Fusion can release thousands of utterances in one step (after a restart); Triton takes 64 at most."""
+    triton, local = clients
+    inputs = fusion_inputs(triton, 150)
+    a, b = triton.infer("fusion", inputs), local.infer("fusion", inputs)
+    assert a["PROBS"].shape == (150, 7)
+    np.testing.assert_allclose(a["PROBS"], b["PROBS"], atol=1e-4)
 
 
 def test_unknown_model_is_reported_as_unavailable(clients):

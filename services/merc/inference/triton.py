@@ -15,6 +15,7 @@ class TritonInference(InferenceClient):
         self._client = grpcclient.InferenceServerClient(url=url)
         self._timeout = timeout_s
         self._outputs: dict[str, list[str]] = {}
+        self._max_batch: dict[str, int] = {}
 
     def _output_names(self, model: str) -> list[str]:
         if model not in self._outputs:
@@ -22,7 +23,24 @@ class TritonInference(InferenceClient):
             self._outputs[model] = [o["name"] for o in meta["outputs"]]
         return self._outputs[model]
 
+    def _config(self, model: str) -> dict:
+        try:
+            return self._client.get_model_config(model, as_json=True)["config"]
+        except InferenceServerException as e:
+            raise InferenceUnavailable(f"Triton model {model!r}: {e.message()}") from e
+
     def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call per at most max_batch_size rows: Triton refuses a larger batch, and a caller's batch
+        (fusion releasing thousands of conversations after a restart) must not depend on the model's config."""
+        if model not in self._max_batch:
+            self._max_batch[model] = int(self._config(model).get("max_batch_size", 0))
+        limit, n = self._max_batch[model], len(next(iter(inputs.values())))
+        if not limit or n <= limit:
+            return self._infer(model, inputs)
+        parts = [self._infer(model, {name: a[i:i + limit] for name, a in inputs.items()}) for i in range(0, n, limit)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def _infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             tensors = []
             for name, array in inputs.items():
@@ -38,10 +56,7 @@ class TritonInference(InferenceClient):
         return {n: result.as_numpy(n) for n in self._output_names(model)}
 
     def version(self, model: str) -> str:
-        try:
-            config = self._client.get_model_config(model, as_json=True)["config"]
-        except InferenceServerException as e:
-            raise InferenceUnavailable(f"Triton model {model!r}: {e.message()}") from e
+        config = self._config(model)
         return config.get("parameters", {}).get("model_version", {}).get("string_value", f"{model}:1")
 
     def input_shapes(self, model: str) -> dict[str, list[int]]:
