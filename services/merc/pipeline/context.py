@@ -1,9 +1,9 @@
 """Causal dialogue context: the last K results of a conversation, each speaker's first appearance and mood.
 
 Derived from the stored per-utterance rows, cached in memory for the conversations this instance
-owns (the last 4K rows of each; fusion forgets a conversation with its idle join state). Everything is keyed by sequence number and
-reads only rows *before* the utterance at hand, so a replay after a crash
-sees exactly the context the first attempt saw.
+owns (the last 4K rows of each; fusion forgets a conversation with its idle join state).
+Everything is keyed by sequence number and reads only rows *before* the utterance at hand, so a
+replay after a crash sees exactly the context the first attempt saw.
 """
 
 from __future__ import annotations
