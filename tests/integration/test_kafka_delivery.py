@@ -54,3 +54,13 @@ def test_a_record_for_a_topic_that_does_not_exist_raises_delivery_failed(kafka):
             producer.send(missing, b"k", b"v").wait()
     finally:
         producer.close()
+
+
+def test_a_record_over_the_configured_request_size_is_refused_by_the_producer(kafka, small_topic):
+    """MERC_KAFKA_MAX_REQUEST_BYTES is what the producers enforce (fusion's state bound is proved against it)."""
+    producer = KafkaBus(kafka.model_copy(update={"kafka_max_request_bytes": 64 * 1024})).producer()
+    try:
+        with pytest.raises(DeliveryFailed, match="max_request_size"):  # refused before it leaves, not by the broker
+            producer.send(small_topic, b"k", b"x" * (65 * 1024)).wait()
+    finally:
+        producer.close()
