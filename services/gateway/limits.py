@@ -16,27 +16,29 @@ from merc.v1 import gateway_pb2
 _SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4}
 
 
-def oversized(request: gateway_pb2.AnalyzeUtteranceRequest, settings) -> str | None:
-    """Why the request is over a size limit an encoder would refuse it for; None when within them all.
+def oversized(request: gateway_pb2.AnalyzeUtteranceRequest, settings) -> dict[str, str]:
+    """The modalities of the request over a size limit their encoder would refuse them for, with why.
 
     Only what is cheap without decoding: the text's length (as the text encoder counts it), raw PCM's
     duration from its byte count, the number of images. Compressed audio is bounded by the encoder.
     """
+    found = {}
     text = request.text
     if len(text) > settings.max_text_chars:
         n = len(collapse_spaces(text))  # runs of spaces count as one, as in the text encoder
         if n > settings.max_text_chars:
-            return f"text has {n} characters; the limit is {settings.max_text_chars} (MERC_MAX_TEXT_CHARS)"
+            found["text"] = f"text has {n} characters; the limit is {settings.max_text_chars} (MERC_MAX_TEXT_CHARS)"
     n = len(request.frames) + len(request.faces)
     if n > settings.max_frames:
-        return f"{n} images; the limit is {settings.max_frames} per utterance (MERC_MAX_FRAMES)"
+        found["vision"] = f"{n} images; the limit is {settings.max_frames} per utterance (MERC_MAX_FRAMES)"
     audio = request.audio
     if request.HasField("audio") and audio.encoding in _SAMPLE_BYTES and audio.sample_rate > 0 and audio.channels > 0:
         width = _SAMPLE_BYTES[audio.encoding] * audio.channels
         frames = len(audio.data) // width
         if frames > settings.max_audio_seconds * audio.sample_rate:  # the encoder's own test
-            return f"audio is {frames / audio.sample_rate:.1f} s long; the limit is {settings.max_audio_seconds:g} s (MERC_MAX_AUDIO_SECONDS)"
-    return None
+            found["audio"] = (f"audio is {frames / audio.sample_rate:.1f} s long; the limit is {settings.max_audio_seconds:g} s "
+                              "(MERC_MAX_AUDIO_SECONDS)")
+    return found
 
 
 def streams_per_tenant(settings) -> int:

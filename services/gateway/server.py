@@ -117,9 +117,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         given = given_modalities(request)
         if not given:
             return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, "the utterance carries no text, audio, frames or faces")
-        too_big = oversized(request, self.settings)
-        if too_big:  # refused here, before it is copied into a request per encoder
-            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, too_big)
+        # Refused here, before it is copied into a request per encoder; like a modality an encoder
+        # refuses, the others go on (and the event says what is missing).
+        refused = oversized(request, self.settings)
+        if refused and set(refused) >= set(given):
+            return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, "; ".join(refused.values()))
         try:
             tenant = security.check_tenant(request.utterance.tenant, self.tenant)
         except PermissionError as e:
@@ -133,9 +135,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                   "audio": {"audio": request.audio if request.HasField("audio") else None},
                   "vision": {"frames": request.frames, "faces": request.faces}}
         metadata = security.forwarded_metadata()  # the encoders check the caller's key too
-        calls = {m: self._pool.submit(self._encode, m, encoder_pb2.EncodeRequest(**common, **inputs[m]), metadata) for m in given}
+        calls = {m: self._pool.submit(self._encode, m, encoder_pb2.EncodeRequest(**common, **inputs[m]), metadata)
+                 for m in given if m not in refused}
         response = gateway_pb2.AnalyzeUtteranceResponse(utterance=ref)
         failures = []
+        for m, reason in refused.items():
+            failures.append(grpc.StatusCode.INVALID_ARGUMENT)
+            response.errors.add(modality=MODALITY_ENUMS[m], reason=reason)
         for m, call in calls.items():
             error = call.result()
             if error is None:
@@ -227,8 +233,8 @@ class _Stream:
         settings = self.gateway.settings
         # Every limit is checked before the utterance is remembered or watched: nothing over them is held.
         too_big = oversized(utterance, settings)
-        if too_big:
-            return self._reject(ref, grpc.StatusCode.INVALID_ARGUMENT, too_big)
+        if too_big and set(too_big) >= set(given_modalities(utterance)):
+            return self._reject(ref, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(too_big.values()))
         refused = None
         with self.lock:
             if self.closed.is_set():  # the stream ended while this request was read: watch nothing more
@@ -247,11 +253,12 @@ class _Stream:
                 self.waiting.add((*key, ref.sequence))
         if refused:
             return self._reject(ref, grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
-        if len(utterance.text) > settings.max_text_chars:
+        if len(utterance.text) > settings.max_text_chars and "text" not in too_big:
             # Within the limit once its runs of spaces collapse (oversized): remember and send it collapsed,
             # as the text encoder reads it anyway, never the padding.
             utterance.text = collapse_spaces(utterance.text)
-        context_text = self.recent.next(key, ref.speaker, utterance.text)
+        # An oversized text is refused by _analyze (the other modalities go on) and never remembered as context.
+        context_text = self.recent.next(key, ref.speaker, "" if "text" in too_big else utterance.text)
         if not utterance.context_text:  # a client that sends its own context keeps it
             utterance.context_text = context_text
         response, error = self.gateway._analyze(utterance)

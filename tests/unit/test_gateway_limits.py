@@ -231,8 +231,8 @@ def pcm(seconds: float, rate: int = 8000) -> encoder_pb2.Audio:
 
 @pytest.mark.parametrize("request_kw, limit", [
     ({"text": "x" * 101}, "MERC_MAX_TEXT_CHARS"),
-    ({"text": "hi", "frames": [encoder_pb2.Image(data=b"x")] * 3}, "MERC_MAX_FRAMES"),
-    ({"text": "hi", "audio": pcm(2.5)}, "MERC_MAX_AUDIO_SECONDS"),
+    ({"text": "", "frames": [encoder_pb2.Image(data=b"x")] * 3}, "MERC_MAX_FRAMES"),
+    ({"text": "", "audio": pcm(2.5)}, "MERC_MAX_AUDIO_SECONDS"),
 ])
 def test_an_utterance_over_a_size_limit_is_refused_before_any_encoder_sees_it(start, request_kw, limit):
     g = start(max_text_chars=100, max_frames=2, max_audio_seconds=2.0)
@@ -245,6 +245,29 @@ def test_an_utterance_over_a_size_limit_is_refused_before_any_encoder_sees_it(st
     assert event.utterance.sequence == 2
     assert [r.utterance.sequence for r in g.encoder.sent] == [2]  # the oversized ones went nowhere
     assert g.encoder.sent[0].context_text == ""  # and were not remembered as the next one's context
+
+
+@pytest.mark.parametrize("request_kw, modality, limit", [
+    ({"frames": [encoder_pb2.Image(data=b"x")] * 3}, common_pb2.MODALITY_VISION, "MERC_MAX_FRAMES"),
+    ({"audio": pcm(2.5)}, common_pb2.MODALITY_AUDIO, "MERC_MAX_AUDIO_SECONDS"),
+])
+def test_an_oversized_modality_beside_good_text_is_refused_alone_and_the_text_goes_on(start, request_kw, modality, limit):
+    g = start(max_frames=2, max_audio_seconds=2.0)
+    other = FakeEncoder(g.encoder.bus, publish=False)
+    g.servicer.encoders["audio"] = g.servicer.encoders["vision"] = other
+    reply = g.stub.AnalyzeUtterance(utterance("c", 0, text="hi", **request_kw), timeout=GUARD_S)
+    assert list(reply.modalities) == [common_pb2.MODALITY_TEXT]
+    assert [(e.modality, limit in e.reason) for e in reply.errors] == [(modality, True)]
+    assert other.sent == [] and [r.text for r in g.encoder.sent] == ["hi"]
+
+
+def test_an_oversized_text_in_a_stream_is_refused_and_never_remembered_while_the_audio_goes_on(start):
+    g = start(max_text_chars=100)
+    audio = FakeEncoder(g.encoder.bus, publish=False)
+    g.servicer.encoders["audio"] = audio
+    stream(g, [utterance("c", 0, text="x" * 101, audio=pcm(1.0)), utterance("c", 1, text="next")])
+    assert [r.utterance.sequence for r in audio.sent] == [0]
+    assert [(r.utterance.sequence, r.context_text) for r in g.encoder.sent] == [(1, "")]
 
 
 def test_text_within_the_limit_once_its_spaces_collapse_passes_and_is_held_collapsed(start):
@@ -273,7 +296,7 @@ def test_the_gateways_pcm_sizes_are_the_decoders():
 
     assert _SAMPLE_BYTES == {name: np.dtype(dtype).itemsize for name, (dtype, _) in media.PCM.items()}
     # At the limit exactly it passes, as in the encoder.
-    assert oversized(utterance("c", 0, audio=pcm(2.0)), Settings(max_audio_seconds=2.0)) is None
+    assert oversized(utterance("c", 0, audio=pcm(2.0)), Settings(max_audio_seconds=2.0)) == {}
 
 
 # ---- what one stream may hold -------------------------------------------------------------------
