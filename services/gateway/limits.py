@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
+from merc.media import PCM
 from merc.pipeline.text_context import collapse_spaces
 from merc.v1 import gateway_pb2
 
-# Bytes per sample and channel of each raw encoding merc.media.PCM decodes (the gateway image has no
-# media libraries to import it from; a unit test keeps the two equal).
-_SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4}
+# Bytes per sample and channel of each raw encoding the encoders decode.
+_SAMPLE_BYTES = {name: np.dtype(dtype).itemsize for name, (dtype, _) in PCM.items()}
 
 
 def oversized(request: gateway_pb2.AnalyzeUtteranceRequest, settings) -> dict[str, str]:
