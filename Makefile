@@ -24,6 +24,8 @@ help:
 	@echo "make proto   regenerate services/merc/v1 from protos/"
 	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
 	@echo "make images  build and push the container images (needs Docker; REGISTRY=... TAG=...)"
+	@echo "make images-local  build the four images here with podman (no registry needed)"
+	@echo "make test-k8s  the images on a real single-node Kubernetes: helm install/test/upgrade/uninstall"
 
 install: $(STAMP)
 

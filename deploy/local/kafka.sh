@@ -43,12 +43,14 @@ tool() {
 
 configure() {
   mkdir -p "$dir/data"
+  local bind=127.0.0.1
+  [ "$MERC_STACK_HOST" = 127.0.0.1 ] || bind=0.0.0.0
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$MERC_KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$MERC_KAFKA_PORT,CONTROLLER://127.0.0.1:$MERC_KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$MERC_KAFKA_PORT
+listeners=PLAINTEXT://$bind:$MERC_KAFKA_PORT,CONTROLLER://127.0.0.1:$MERC_KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$MERC_STACK_HOST:$MERC_KAFKA_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -155,7 +157,7 @@ start() {
   fi
   wait_ready
   create_topics
-  echo "kafka ready on 127.0.0.1:$MERC_KAFKA_PORT (Apache Kafka $(version), log $log)"
+  echo "kafka ready on $MERC_STACK_HOST:$MERC_KAFKA_PORT (Apache Kafka $(version), log $log)"
 }
 
 case "${1:-status}" in

@@ -43,6 +43,13 @@ data_dir() {
 # Unix socket paths are limited to 107 bytes: a deep data dir puts its socket in /tmp.
 socket_dir() { if [ ${#1} -le 80 ]; then echo "$1"; else echo /tmp; fi; }
 
+# Beyond loopback (MERC_STACK_HOST, for pods): password logins from anywhere (scram, as on loopback).
+allow_stack_host() {
+  [ "$MERC_STACK_HOST" = 127.0.0.1 ] && return 0
+  grep -q '^# deploy/local/postgres.sh: MERC_STACK_HOST' "$1/pg_hba.conf" && return 0
+  printf '# deploy/local/postgres.sh: MERC_STACK_HOST\nhost all all 0.0.0.0/0 scram-sha-256\n' | as_pg tee -a "$1/pg_hba.conf" >/dev/null
+}
+
 is_up() { [ -f "$1/PG_VERSION" ] && as_pg "$BIN/pg_ctl" -D "$1" status >/dev/null 2>&1; }
 
 start() {
@@ -68,8 +75,11 @@ CONF
   else
     ensure_port_free postgres "$MERC_PG_PORT"
     echo "=== $(date -Is) pg_ctl start" >>"$log"
+    allow_stack_host "$dir"
+    local listen=127.0.0.1
+    [ "$MERC_STACK_HOST" = 127.0.0.1 ] || listen="127.0.0.1,$MERC_STACK_HOST"
     as_pg "$BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
-      -o "-p $MERC_PG_PORT" start >>"$log" 2>&1 \
+      -o "-p $MERC_PG_PORT -c listen_addresses=$listen" start >>"$log" 2>&1 \
       || die_with_log "postgres did not start" "$dir/server.log"
   fi
   "$BIN/pg_isready" -q -h 127.0.0.1 -p "$MERC_PG_PORT" -t 60 || die_with_log "postgres not ready" "$dir/server.log"

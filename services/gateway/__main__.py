@@ -16,7 +16,10 @@ from merc.v1 import encoder_pb2_grpc, gateway_pb2_grpc
 
 # gRPC's reconnect backoff grows to 2 minutes by default: an encoder back from a restart would sit
 # unused that long, its modality missing from every event. Retry the connection every second.
-RECONNECT = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 1000)]
+# Round robin over every address of an encoder's name (gRPC's default, pick_first, sends every
+# call to one replica however many are scaled up).
+ENCODER_CHANNEL = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
+                   ("grpc.max_reconnect_backoff_ms", 1000), ("grpc.lb_policy_name", "round_robin")]
 
 
 def main() -> None:
@@ -24,7 +27,7 @@ def main() -> None:
     setup_logging(cfg.log_level, cfg.log_format)
     telemetry.setup_tracing("merc-gateway", cfg.otlp_endpoint, cfg.trace_sample_ratio)
     urls = {"text": cfg.text_encoder_url, "audio": cfg.audio_encoder_url, "vision": cfg.vision_encoder_url}
-    channels = {m: grpc.intercept_channel(security.channel(url, cfg, RECONNECT), telemetry.ClientTracing(), monitoring.FanoutMetrics(m))
+    channels = {m: grpc.intercept_channel(security.channel(url, cfg, ENCODER_CHANNEL), telemetry.ClientTracing(), monitoring.FanoutMetrics(m))
                 for m, url in urls.items() if url}
     encoders = {m: encoder_pb2_grpc.EncoderServiceStub(channel) for m, channel in channels.items()}
     bus = make_bus(cfg)

@@ -337,6 +337,8 @@ def test_one_deployment_service_and_hpa_per_enabled_encoder(name):
             continue
         [d], [s] = deployments, services
         assert s["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+        # Headless: the gateway balances over the replicas' addresses (one ClusterIP would get every call).
+        assert s["spec"]["clusterIP"] == "None"
         [c] = pod_spec(d)["containers"]
         assert c["args"] == ["serve", "encoder"]
         env = {e["name"]: e.get("value") for e in c["env"]}
@@ -354,6 +356,31 @@ def test_gateway_is_told_which_encoders_exist():
     env = {e["name"]: e.get("value") for e in pod_spec(gw)["containers"][0]["env"]}
     assert env["MERC_TEXT_ENCODER_URL"] == "merc-encoder-text:28061"
     assert env["MERC_AUDIO_ENCODER_URL"] == "" and env["MERC_VISION_ENCODER_URL"] == ""
+
+
+def images_by_component(*sets: str) -> dict[str, set[str]]:
+    out = yaml.safe_load_all(helm_template(sets=sets).stdout)
+    images: dict[str, set[str]] = {}
+    for o in (d for d in out if d and d["kind"] in WORKLOAD_KINDS):
+        for c in pod_spec(o)["containers"]:
+            images.setdefault(component(o), set()).add(c["image"])
+    return images
+
+
+def test_each_deployable_can_run_its_own_image():
+    """image.<component> (the EXTRA=gateway|fusion|encoder builds) replaces the one image where it names a repository."""
+    digest = "sha256:" + "0" * 64
+    own = images_by_component("image.gateway.repository=merc-gw", "image.fusion.repository=merc-fu", "image.fusion.tag=t1",
+                              "image.encoder.repository=merc-enc", "image.encoder.digest=" + digest,
+                              "image.jobs.repository=merc-gw", "image.test.repository=merc-enc")
+    app = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert own["gateway"] == own["migration"] == {f"merc-gw:{app}"}
+    assert own["fusion"] == {"merc-fu:t1"}
+    assert all(own[f"encoder-{m}"] == {f"merc-enc@{digest}"} for m in ENCODERS)
+    assert own["test"] == {f"merc-enc:{app}"}
+    # Unset: the one image runs everything but Triton.
+    one = images_by_component("image.digest=" + digest)
+    assert {c: i for c, i in one.items() if c != "triton"} == {c: {f"registry.example.com/merc/merc@{digest}"} for c in one if c != "triton"}
 
 
 @pytest.mark.parametrize("name", VALUES)

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # Calls a gRPC server holds at once, running or queued for a worker (health checks included); more are
     # answered RESOURCE_EXHAUSTED at once instead of queueing without bound.
     max_concurrent_rpcs: int = Field(default=128, ge=1)
+    # An encoder closes each client connection after this long (in-flight calls get a grace of as long
+    # again): the gateway then re-resolves the encoder's name, so a replica added by scaling gets calls
+    # within this time instead of never. 0 = connections live for ever.
+    encoder_connection_age_s: float = Field(default=30.0, ge=0)
     # Frames sampled per utterance when `merc analyze` cuts a video file.
     video_frames: int = 5
     # The longest recording `merc analyze` decodes (a bare file, or a manifest's `video`): its audio track
@@ -90,6 +94,8 @@ class Settings(BaseSettings):
     # Connections the web page's server serves at once, one thread each (event streams included); more
     # are answered 503 and closed.
     http_max_connections: int = Field(default=64, ge=1)
+    # host:port of each encoder. The gateway spreads calls over every address the name resolves to
+    # (round robin): in Kubernetes a headless Service, one address per ready replica.
     text_encoder_url: str = "127.0.0.1:28061"
     audio_encoder_url: str = "127.0.0.1:28062"
     vision_encoder_url: str = "127.0.0.1:28063"

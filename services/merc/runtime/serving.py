@@ -33,9 +33,13 @@ class Server:
 
     def __init__(self, port: int, host: str = "127.0.0.1", workers: int = 8, credentials: grpc.ServerCredentials | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (), max_message_bytes: int = 32 * 1024 * 1024,
-                 max_concurrent_rpcs: int = Settings.model_fields["max_concurrent_rpcs"].default) -> None:
+                 max_concurrent_rpcs: int = Settings.model_fields["max_concurrent_rpcs"].default, connection_age_s: float = 0) -> None:
         # A message over max_message_bytes is refused (RESOURCE_EXHAUSTED) before it is read whole.
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+        if connection_age_s > 0:
+            # GOAWAY after that age; calls still running get as long again to finish.
+            age_ms = int(connection_age_s * 1000)
+            options += [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", age_ms)]
         # CatchAll innermost: what a servicer did not map is INTERNAL, and the interceptors outside see that code.
         # Calls beyond max_concurrent_rpcs (running, or waiting for one of the workers) are answered
         # RESOURCE_EXHAUSTED at once: without it gRPC queues them, and their messages, without bound.

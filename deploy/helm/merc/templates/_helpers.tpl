@@ -65,8 +65,13 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* A component's image: (dict "root" $ "component" "gateway|fusion|encoder|jobs|test"); image.<component>
+     when it names a repository, else image. */}}
 {{- define "merc.image" -}}
-{{- include "merc.imageRef" (dict "image" .Values.image "root" .) }}
+{{- $image := .root.Values.image }}
+{{- $own := get .root.Values.image .component }}
+{{- if and $own $own.repository }}{{ $image = $own }}{{ end }}
+{{- include "merc.imageRef" (dict "image" $image "root" .root) }}
 {{- end }}
 
 {{- define "merc.tritonImage" -}}
