@@ -103,10 +103,15 @@ build() {
   run podman build --pull=never --network host -f "$REPO/deploy/docker/$dockerfile" \
     --build-arg "TORCH_INDEX_URL=$torch_index" "$@" -t "$tag" "$REPO"
 }
+started=$(date +%s)
 build merc:local-gateway Dockerfile --build-arg EXTRA=gateway
 build merc:local-fusion Dockerfile --build-arg EXTRA=fusion
 build merc:local-encoder Dockerfile --build-arg EXTRA=encoder
 build merc-triton:local Dockerfile.triton
+
+# Earlier runs' build stages, now unnamed and unused (each encoder's holds gigabytes of PyTorch);
+# this run's stay as the next run's cache.
+run podman image prune -f --filter "until=$started"
 
 # ---- report -------------------------------------------------------------------------------------
 {
@@ -118,7 +123,10 @@ build merc-triton:local Dockerfile.triton
       'for p in /opt/venv /opt/merc/.venv; do ls -d $p/lib/python3*/site-packages/torch 2>/dev/null; done' | grep -c torch || true)
     [ $first = 1 ] || echo ","
     first=0
-    printf '  "%s": {"bytes": %s, "torch": %s}' "$tag" "$size" "$([ "$torch" -gt 0 ] && echo true || echo false)"
+    base=$PYTHON_IMAGE
+    [ "$tag" = merc-triton:local ] && base=$TRITON_IMAGE
+    printf '  "%s": {"bytes": %s, "local_base_bytes": %s, "torch": %s}' "$tag" "$size" \
+      "$(podman image inspect --format '{{.Size}}' "$base")" "$([ "$torch" -gt 0 ] && echo true || echo false)"
   done
   echo
   echo "}"

@@ -299,6 +299,24 @@ def test_every_pod_is_locked_down(name):
 
 
 @pytest.mark.parametrize("name", VALUES)
+def test_hooks_that_succeed_leave_nothing_for_uninstall(name):
+    """Helm never deletes hook objects, not even on `helm uninstall`: each hook (the migration and
+    everything it brings, the helm test and its NetworkPolicy) is deleted once it succeeds."""
+    for obj in (o for o in render(name) if is_hook(o)):
+        policy = obj["metadata"]["annotations"].get("helm.sh/hook-delete-policy", "")
+        assert "hook-succeeded" in policy.split(","), f"{obj['kind']}/{obj['metadata']['name']}: {policy!r}"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_no_pod_gets_service_link_variables(name):
+    """Kubernetes' service links give every pod of the namespace <SERVICE>_PORT=tcp://ip:port for each
+    Service: with a release named merc that is MERC_GATEWAY_PORT, MERC_FUSION_PORT, ..., which the
+    services read as their settings (found on a real cluster: every pod but the gateway crashed)."""
+    for obj in workloads(name):
+        assert pod_spec(obj)["enableServiceLinks"] is False, f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+@pytest.mark.parametrize("name", VALUES)
 def test_services_are_probed_on_grpc_health_and_triton_on_its_ready_endpoint(name):
     """Native gRPC probes; with TLS (which they do not speak) merc.runtime.healthcheck over TLS, exec'd in the pod."""
     tls = effective_values(name)["tls"]["enabled"]

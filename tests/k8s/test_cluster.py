@@ -8,7 +8,6 @@ The tests run in file order and share one release; each writes its row of .run/r
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import threading
@@ -19,8 +18,8 @@ from collections import Counter
 import grpc
 import pytest
 from conftest import REPO
-
 from e2e.conftest import EventReader, dialogue, new_conversation
+
 from merc.runtime.config import Settings
 from merc.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -192,17 +191,25 @@ def test_install_every_pod_ready():
     sh("helm", "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace", *helm_values(),
        "--wait", "--timeout", "20m", timeout=1500)
     pods = wait_all_ready()
-    # The migration ran as the pre-install hook: install fails unless its Job succeeded, and the
-    # schema it made is there (the gateway answers only with its tables; see the helm test below).
+    # The migration ran as the pre-install hook (install fails unless its Job succeeded): the schema's
+    # revision is in the database.
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(Settings().database_url)
+    with engine.connect() as db:
+        revision = db.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    engine.dispose()
     record("install", {"seconds": round(time.monotonic() - start, 1),
                        "pods_ready": {c: [p["metadata"]["name"] for p in pods[c]] for c in sorted(COMPONENTS)},
-                       "migration_hook": "succeeded"})
+                       "migration_revision": revision})
 
 
 def test_helm_test_sends_an_utterance_and_gets_its_event():
-    proc = sh("helm", "test", RELEASE, "-n", NAMESPACE, "--timeout", "10m", "--logs", timeout=900, check=False)
-    record("helm_test", {"passed": proc.returncode == 0, "log_tail": proc.stdout[-600:]})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = sh("helm", "test", RELEASE, "-n", NAMESPACE, "--timeout", "10m", timeout=900, check=False)
+    # A passing test pod is deleted (its hook policy); a failing one stays with its logs.
+    logs = "" if proc.returncode == 0 else kubectl("logs", f"{RELEASE}-test", check=False).stdout
+    record("helm_test", {"passed": proc.returncode == 0, "phase": re.findall(r"Phase:\s+(\S+)", proc.stdout)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs[-3000:]
 
 
 def encoder_calls(pod: dict) -> float:
@@ -233,35 +240,51 @@ def test_one_encoder_scales_alone_and_both_replicas_serve(gateway):
         if all(n > 0 for n in served.values()):
             break
         time.sleep(0.5)
-    record("scale", {"encoder_text_replicas": len(text), "calls_per_replica": served, "utterances_sent": seq})
     assert all(n > 0 for n in served.values()), served
+    found_after = seq
+    # Once found, the gateway alternates between them.
+    mark = {p["metadata"]["name"]: encoder_calls(p) for p in text}
+    for _ in range(20):
+        gateway.AnalyzeUtterance(gateway_pb2.AnalyzeUtteranceRequest(
+            utterance=common_pb2.UtteranceRef(conversation_id=conv, sequence=seq, speaker="A"), text="And then?"), timeout=30)
+        seq += 1
+    split = {p["metadata"]["name"]: encoder_calls(p) - mark[p["metadata"]["name"]] for p in text}
+    record("scale", {"encoder_text_replicas": len(text), "utterances_until_both_served": found_after,
+                     "next_20_utterances_per_replica": split})
+    assert all(n > 0 for n in split.values()), split
 
 
 def test_upgrade_while_conversations_flow_loses_and_duplicates_nothing(gateway, reader):
+    before = {p["metadata"]["uid"] for ps in pods_by_component().values() for p in ps}
     flow = Flow(gateway).start()
     time.sleep(5)
     start = time.monotonic()
     # A changed setting rolls every MERC pod (the ConfigMap's checksum is in their templates).
-    sh("helm", "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, *helm_values(), "--set", "config.moodDecay=0.6",
+    sh("helm", "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, *helm_values(), "--set", "config.joinWindowMs=1400",
        "--wait", "--timeout", "20m", timeout=1500)
     upgraded_s = round(time.monotonic() - start, 1)
-    wait_all_ready()
+    after = wait_all_ready()
     time.sleep(5)
     flow.stop()
-    row = {**tally(reader, flow), "upgrade_seconds": upgraded_s}
+    row = {**tally(reader, flow), "upgrade_seconds": upgraded_s,
+           "pods_replaced": {c: all(p["metadata"]["uid"] not in before for p in after[c]) for c in sorted(COMPONENTS)}}
     record("upgrade", row)
+    # Every MERC pod reads the ConfigMap that changed; Triton does not and stays.
+    assert all(row["pods_replaced"][c] for c in COMPONENTS - {"triton"}), row
     assert row["lost"] == 0 and row["duplicated"] == 0, row
 
 
 def test_fusion_pod_deleted_while_conversations_flow_loses_and_duplicates_nothing(gateway, reader):
+    [old] = pods_by_component()["fusion"]
     flow = Flow(gateway).start()
     time.sleep(5)
     kubectl("delete", "pod", f"{RELEASE}-fusion-0", "--wait=false")
     time.sleep(2)
-    wait_all_ready()
+    [new] = wait_all_ready()["fusion"]
     time.sleep(5)
     flow.stop()
-    row = tally(reader, flow)
+    row = {**tally(reader, flow), "fusion_pod_replaced": new["metadata"]["uid"] != old["metadata"]["uid"]}
+    assert row["fusion_pod_replaced"], row
     record("fusion_pod_deleted", row)
     assert row["lost"] == 0 and row["duplicated"] == 0, row
 
