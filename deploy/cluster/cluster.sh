@@ -182,11 +182,16 @@ state = "$STATE/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
 EOF
+  # Pods get the node interface's MTU (a larger one breaks big packets leaving the node); the
+  # firewall plugin accepts their forwarded traffic on hosts whose FORWARD policy is DROP.
+  local mtu
+  mtu=$(cat "/sys/class/net/$(ip -4 route get 1.1.1.1 | sed -n 's/.* dev \([^ ]*\).*/\1/p')/mtu" 2>/dev/null || echo 1500)
   cat >"$STATE/cni/net.d/10-merc.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "merc", "plugins": [
-  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true, "mtu": $mtu,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$STATE/cni/ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "firewall"}
 ]}
 EOF
   start containerd "containerd" containerd --config "$STATE/containerd/config.toml"
@@ -331,6 +336,29 @@ load() {
 }
 
 # ---- down ---------------------------------------------------------------------------------------------
+# iptables chains whose names start with one of the prefixes (the kubelet's KUBE-FIREWALL and canaries,
+# whatever kube-proxy --cleanup left, the bridge plugin's CNI-* masquerade rules), and the rules
+# that jump to them, in every table.
+drop_chains() {
+  local cmd table prefix chain
+  for cmd in iptables ip6tables; do
+    command -v "$cmd" >/dev/null || continue
+    for table in filter nat mangle; do
+      for prefix in "$@"; do
+        { "$cmd" -t "$table" -S 2>/dev/null || true; } | { grep -E "^-A .* -j $prefix" || true; } | sed 's/^-A/-D/' | while read -r rule; do
+          eval "$cmd" -t "$table" "$rule" 2>/dev/null || true
+        done
+        for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk -v p="$prefix" '$1 == "-N" && index($2, p) == 1 {print $2}'); do
+          "$cmd" -t "$table" -F "$chain" 2>/dev/null || true
+        done
+        for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk -v p="$prefix" '$1 == "-N" && index($2, p) == 1 {print $2}'); do
+          "$cmd" -t "$table" -X "$chain" 2>/dev/null || true
+        done
+      done
+    done
+  done
+}
+
 down() {
   bin
   if alive kubelet kubelet && alive apiserver kube-apiserver; then
@@ -360,13 +388,11 @@ down() {
   stop apiserver kube-apiserver
   stop etcd etcd
   # What a killed pod left: mounts under the state dir (deepest first), network namespaces, the bridge.
-  grep -o " $STATE[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $STATE[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   local ns
   for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
   ip link delete "$BRIDGE" 2>/dev/null || true
-  iptables -t nat -S POSTROUTING 2>/dev/null | grep -- "-j CNI-" | sed 's/^-A/-D/' | while read -r rule; do
-    eval iptables -t nat "$rule" 2>/dev/null || true
-  done
+  drop_chains CNI- KUBE-
   # A fresh cluster next time; the image store and the certificates stay.
   rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/cni/ipam"
   log "down"
