@@ -58,7 +58,7 @@ command -v podman >/dev/null || apt_install podman
 [ -x "$MERC_CLI" ] || { echo "compose-test: no $MERC_CLI ('make install' creates it)" >&2; exit 1; }
 
 # ---- the two stand-in bases ---------------------------------------------------------------------------
-compose_image() { sed -n "s/^    image: \($1[^ ]*\)$/\1/p" "$REPO/docker-compose.yml" | head -n 1; }
+compose_image() { sed -n "s|^    image: \($1[^ ]*\)$|\1|p" "$REPO/docker-compose.yml" | head -n 1; }
 KAFKA_IMAGE=$(compose_image apache/kafka)
 POSTGRES_IMAGE=$(compose_image postgres)
 [ -n "$KAFKA_IMAGE" ] && [ -n "$POSTGRES_IMAGE" ] || { echo "compose-test: docker-compose.yml names no apache/kafka or postgres image" >&2; exit 1; }
