@@ -147,11 +147,25 @@ service_pid=$!
 for _ in $(seq 1 60); do [ -S "$sock" ] && break; sleep 0.5; done
 [ -S "$sock" ] || die_with_log "compose-test: podman system service did not open $sock" "$log"
 
-# Images by the names compose asks for (podman resolves merc:local-gateway to localhost/...).
-for image in $(compose config --images | sort -u); do
-  curl -sf --unix-socket "$sock" "http://d/v1.41/images/$image/json" >/dev/null \
-    || { echo "compose-test: the engine has no image $image (MERC's four: deploy/images/build.sh)" >&2; exit 1; }
-done
+# Every image by the name compose asks the engine for (podman resolves merc:local-gateway to
+# localhost/merc:local-gateway): one missing would be pulled, and fail, deep inside `up`.
+# shellcheck disable=SC2046 # one argument per image
+missing=$(python3 - "$sock" $(compose config --images | sort -u) <<'PY'
+import http.client, socket, sys
+
+class Engine(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sys.argv[1])
+
+for image in sys.argv[2:]:
+    engine = Engine("engine")
+    engine.request("GET", f"/v1.41/images/{image}/json")
+    if engine.getresponse().status != 200:
+        print(image)
+PY
+)
+[ -z "$missing" ] || { echo "compose-test: the engine has no image" $missing "(MERC's four: deploy/images/build.sh)" >&2; exit 1; }
 
 # ---- published ports ----------------------------------------------------------------------------------
 compose config --format json >"$work/config.json"
