@@ -52,6 +52,15 @@ def test_every_long_running_service_has_a_healthcheck_and_waits_for_healthy_depe
                 assert svc[dep].get("healthcheck"), (name, dep)
 
 
+def test_exec_form_healthchecks_have_no_argument_with_whitespace():
+    """podman's Docker API (podman 4.3, Debian 12) joins a CMD healthcheck and splits it again at
+    whitespace (containers/podman#26519): an argument holding a space must go through CMD-SHELL."""
+    for name, s in services().items():
+        test = s.get("healthcheck", {}).get("test") or []
+        if test[:1] == ["CMD"]:
+            assert not any(re.search(r"\s", arg) for arg in test[1:]), (name, test)
+
+
 def test_start_order():
     svc = services()
 
