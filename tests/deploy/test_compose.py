@@ -54,7 +54,7 @@ def test_every_long_running_service_has_a_healthcheck_and_waits_for_healthy_depe
 
 def test_exec_form_healthchecks_have_no_argument_with_whitespace():
     """podman's Docker API (podman 4.3, Debian 12) joins a CMD healthcheck and splits it again at
-    whitespace (containers/podman#26519): an argument holding a space must go through CMD-SHELL."""
+    whitespace: an argument holding a space must go through CMD-SHELL."""
     for name, s in services().items():
         test = s.get("healthcheck", {}).get("test") or []
         if test[:1] == ["CMD"]:
