@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test-k8s`: MERC as users deploy it, on a real single-node Kubernetes cluster built here.
-#   1. the images (deploy/images/build.sh: gateway, fusion, encoder, Triton; sizes reported)
+#   1. the images (deploy/images/build.sh: gateway, fusion, encoder, Triton; sizes reported), and
+#      docker-compose.yml run on them (deploy/images/compose-test.sh: up, one conversation, down)
 #   2. the cluster (deploy/cluster/cluster.sh up: control plane from the official sources,
 #      containerd + runc + CNI from Debian) and the images loaded into its containerd
 #   3. Kafka and PostgreSQL outside the cluster (deploy/local, listening on the node's address: the
@@ -48,6 +49,8 @@ trap stop_all EXIT
 
 timed images env MERC_RUN_DIR="$REPO/.run" deploy/images/build.sh
 timed deploy_tools make -s deploy-tools
+# docker-compose.yml on the same images first: one host, no cluster (report .run/reports/compose.json).
+timed compose env MERC_RUN_DIR="$REPO/.run" deploy/images/compose-test.sh
 timed cluster_up deploy/cluster/cluster.sh up
 eval "$(deploy/cluster/cluster.sh env)"
 export PATH="$REPO/.tools/bin:$PATH"
@@ -60,12 +63,13 @@ set +e
 "$REPO/.venv/bin/python" -m pytest tests/k8s -p no:cacheprovider -x "$@"
 status=$?
 set -e
-"$REPO/.venv/bin/python" - "$REPORTS/k8s.json" "$timings" "$REPO/.run/reports/images.json" "$status" <<'PY'
+"$REPO/.venv/bin/python" - "$REPORTS/k8s.json" "$timings" "$REPORTS/images.json" "$REPORTS/compose.json" "$status" <<'PY'
 import json, sys, pathlib
-out, timings, images, status = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+out, timings, images, compose, status = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 report = json.loads(out.read_text()) if out.is_file() else {}
 report["setup_seconds"] = json.load(open(timings))
 report["images"] = json.load(open(images))
+report["compose"] = json.load(open(compose))
 report["passed"] = status == 0
 out.write_text(json.dumps(report, indent=2))
 PY
