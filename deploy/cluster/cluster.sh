@@ -20,6 +20,9 @@
 #     settings below. Image GC and disk eviction are off: the images are loaded here, never pulled.
 #   - the pause image is built here (a static Go binary), since no registry is reachable.
 #   - the bridge CNI plugin does not enforce NetworkPolicies, and there is no GPU.
+#   - a connection to a service address that kube-proxy has not (yet) translated is refused here
+#     (service_cidr_guard): on a cloud network it goes nowhere, but this sandbox's egress proxy answers
+#     any address with HTTP/2 404, and a gRPC client that connected then kept that answer for good.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=../local/env.sh
@@ -275,6 +278,18 @@ start_proxy() {
     --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
 }
 
+# Service addresses exist only as kube-proxy's DNAT rules; traffic still addressed to one after
+# translation had no rule, and is refused. CNI-ADMIN is the firewall plugin's chain for an
+# administrator's rules, run before the per-pod ACCEPTs; the plugin creates it only if missing.
+service_cidr_guard() {
+  local chain
+  for chain in CNI-ADMIN MERC-K8S-SERVICES; do
+    iptables -N "$chain" 2>/dev/null || true
+    iptables -C "$chain" -d "$SERVICE_CIDR" -j REJECT 2>/dev/null || iptables -A "$chain" -d "$SERVICE_CIDR" -j REJECT
+  done
+  iptables -C OUTPUT -j MERC-K8S-SERVICES 2>/dev/null || iptables -I OUTPUT 1 -j MERC-K8S-SERVICES
+}
+
 start_dns() {
   cat >"$STATE/Corefile" <<EOF
 .:53 {
@@ -302,6 +317,7 @@ up() {
   start_controllers
   start_containerd
   pause_image
+  service_cidr_guard
   start_proxy
   start_dns
   start_kubelet
@@ -392,7 +408,7 @@ down() {
   local ns
   for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
   ip link delete "$BRIDGE" 2>/dev/null || true
-  drop_chains CNI- KUBE-
+  drop_chains CNI- KUBE- MERC-K8S-
   # A fresh cluster next time; the image store and the certificates stay.
   rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/cni/ipam"
   log "down"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from merc.bus import make_bus, topics
-from merc.encoder.server import EncoderServicer
+from merc.encoder.server import EncoderServicer, warm_up
 from merc.inference import make_inference
 from merc.pipeline.encoder import Encoder
 from merc.pipeline.modalities import plugin
@@ -35,13 +35,9 @@ def main() -> None:
     monitoring.serve(cfg.metrics_port, cfg.bind_host)
     server.add(encoder_pb2_grpc.add_EncoderServiceServicer_to_server, EncoderServicer(encoder), "merc.v1.EncoderService")
     server.start()
-    # SERVING only once warm: a cold first call (model loads, Triton's first batch) can take
-    # seconds, long enough to miss the join window and degrade the first utterances' events.
-    try:
-        modality.encode(modality.warmup_request())
-    except Exception as e:  # Triton not up yet: serve anyway, the first real call warms up
-        log.warning("warm-up failed (%s); serving cold", e)
-    server.set_serving(True)
+    server.stop_on_signals()
+    if warm_up(modality, server.stopped):
+        server.set_serving(True)
     server.wait(on_stop=producer.close)
 
 

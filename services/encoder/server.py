@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import grpc
 
 from merc.bus import DeliveryFailed
 from merc.inference import InferenceUnavailable
 from merc.pipeline.encoder import Encoder
-from merc.pipeline.modalities import InvalidInput
+from merc.pipeline.modalities import InvalidInput, ModalityPlugin
 from merc.runtime.errors import public_message
 from merc.v1 import encoder_pb2, encoder_pb2_grpc
 
@@ -40,3 +41,21 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             log.warning("embedding not published: %s", e)
             context.set_trailing_metadata(RETRY_AFTER)
             context.abort(grpc.StatusCode.UNAVAILABLE, public_message(f"the embedding was not published, retry: {e}"))
+
+
+def warm_up(modality: ModalityPlugin, stopped: threading.Event, first_delay_s: float = 0.5, max_delay_s: float = 10.0) -> bool:
+    """One warm-up call, retried until the inference backend answers it (False if ``stopped`` first).
+
+    SERVING waits for it: a cold first call can take seconds, long enough to miss the join window,
+    and an encoder that cannot reach its models must not look ready while every call fails.
+    """
+    delay = first_delay_s
+    while not stopped.is_set():
+        try:
+            modality.encode(modality.warmup_request())
+            return True
+        except InferenceUnavailable as e:
+            log.warning("warm-up: inference not answering (%s); not serving yet, retrying in %.1f s", e, delay)
+        stopped.wait(delay)
+        delay = min(delay * 2, max_delay_s)
+    return False

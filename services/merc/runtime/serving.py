@@ -46,6 +46,8 @@ class Server:
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[*interceptors, CatchAll()], options=options,
                                 maximum_concurrent_rpcs=max_concurrent_rpcs)
         self.health = health.HealthServicer()
+        # grpc's servicer answers SERVING for "" from the start; here nothing is SERVING until set_serving(True).
+        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.address = f"{host}:{port}"
         if credentials is None:
@@ -67,10 +69,14 @@ class Server:
         self.grpc.start()
         log.info("listening on %s", self.address)
 
-    def wait(self, on_stop: Callable[[], None] | None = None) -> None:
-        """Serve until SIGTERM/SIGINT, then drain for up to 5 s."""
+    def stop_on_signals(self) -> None:
+        """SIGTERM/SIGINT set ``stopped`` (main thread only): before wait() when startup work must be interruptible."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopped.set())
+
+    def wait(self, on_stop: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, then drain for up to 5 s."""
+        self.stop_on_signals()
         self.stopped.wait()
         self.set_serving(False)
         if on_stop:
