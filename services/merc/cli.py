@@ -9,7 +9,7 @@ from pathlib import Path
 
 from merc import progress
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -20,6 +20,7 @@ def _print_table(rows: list[dict]) -> None:
 
     conversations = sorted({r["conversation"] for r in rows if r.get("conversation")})
     table = Table(title=f"MERC emotion events: {', '.join(conversations)}", title_justify="left")
+    notes: list[str] = []  # under the table, marked * in it
     for col in ("#", "speaker", "emotion", "conf", "prediction set", "sentiment", "modalities", "valence/arousal"):
         table.add_column(col, no_wrap=col not in ("prediction set", "modalities"))
     for r in rows:
@@ -30,6 +31,9 @@ def _print_table(rows: list[dict]) -> None:
         if r.get("label") is None:
             table.add_row(where, r.get("speaker", ""), "[red]error[/red]", "", r.get("error", ""), "", "", "")
             continue
+        if r.get("notes"):
+            notes.extend(f"{where}: {n}" for n in r["notes"])
+            where += " *"
         mood = r["mood"]["speaker"]
         mods = " ".join(f"{m}:{r['weights'][m]:.2f}" for m in r["modalities"]) + (" [yellow]degraded[/yellow]" if r["degraded"] else "")
         table.add_row(
@@ -44,7 +48,10 @@ def _print_table(rows: list[dict]) -> None:
         )
     # Piped output has no terminal width; a table is still wanted whole.
     width = shutil.get_terminal_size((140, 24)).columns
-    Console(width=max(width, 120)).print(table)
+    console = Console(width=max(width, 120))
+    console.print(table)
+    for n in notes:
+        console.print(f"* {n}", highlight=False)
 
 
 def _line_count(path: str) -> int | None:
@@ -58,34 +65,52 @@ def _line_count(path: str) -> int | None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    if not Path(args.manifest).is_file():
-        print(f"merc analyze: no such file: {args.manifest} (give a JSON-lines manifest or an audio/video file)", file=sys.stderr)
+    if args.manifest == "-":
+        import tempfile
+
+        # Spooled to a file (read twice: the progress total, then the run); media paths stay relative to
+        # the working directory, and conversations without an id are named after "stdin".
+        with tempfile.TemporaryDirectory(prefix="merc-stdin-") as spool:
+            path = Path(spool) / "stdin.jsonl"
+            with path.open("w", encoding="utf-8") as f:
+                for line in sys.stdin:
+                    f.write(line)
+            return _analyze(args, str(path), Path.cwd())
+    return _analyze(args, args.manifest, None)
+
+
+def _analyze(args: argparse.Namespace, manifest: str, base: Path | None) -> int:
+    if not Path(manifest).is_file():
+        print(f"merc analyze: no such file: {manifest} (give a JSON-lines manifest, an audio/video file, or - for stdin)",
+              file=sys.stderr)
         return EXIT_USAGE
     if args.html and args.remote:
         print("merc analyze: --html draws the events of the embedded mode; drop --remote (the gateway serves the same page live)",
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        total = _line_count(args.manifest)
+        total = _line_count(manifest)
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # closed in the finally below
     except OSError as e:
-        print(f"merc analyze: cannot {'read' if e.filename == args.manifest else 'write'} {e.filename}: {e.strerror}", file=sys.stderr)
+        print(f"merc analyze: cannot {'read' if e.filename == manifest else 'write'} {e.filename}: {e.strerror}", file=sys.stderr)
         return EXIT_USAGE
     table = not args.json and (not args.out or args.table)
+    from merc.analyze.remote import GatewayError
+
     rows, events, failed = [], [], 0  # rows for the table, events for --html
     pipeline = results = None
     try:
         if args.remote:
-            from merc.analyze.remote import analyze_remote
+            from merc.analyze.remote import analyze_remote, remote_settings
 
-            results = analyze_remote(args.manifest, args.remote, timeout_s=args.timeout)
+            results = analyze_remote(manifest, args.remote, timeout_s=args.timeout, cfg=remote_settings(args.api_key), base=base)
         else:
             from merc.analyze.embedded import EmbeddedPipeline
             from merc.runtime.config import Settings
 
             cfg = Settings(inference="local", **({"torch_threads": args.threads} if args.threads else {}))
             pipeline = EmbeddedPipeline(cfg, db_path=args.db)
-            results = pipeline.analyze(args.manifest)
+            results = pipeline.analyze(manifest, base=base)
         # Each line's record is written as it is produced: a run that stops early keeps every line before.
         for result in progress.steps(results, "analysing utterances", total):
             for err in result.errors:
@@ -101,6 +126,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 print(json.dumps(row), flush=True)
             elif table:
                 rows.append(row)
+    except GatewayError as e:
+        print(f"merc analyze: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if e.unreachable else EXIT_USAGE
     finally:
         if results is not None:
             results.close()
@@ -111,7 +139,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.html:
             from merc.analyze import timeline
 
-            Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name, failed_lines=failed), encoding="utf-8")
+            Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name if args.manifest != "-" else "stdin",
+                                                       failed_lines=failed), encoding="utf-8")
     if table:
         _print_table(rows)
     return EXIT_PARTIAL if failed else EXIT_OK
@@ -193,25 +222,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("merc")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.")
+    p = argparse.ArgumentParser(prog="merc", description="Multimodal emotion recognition in conversation.",
+                                epilog=f"Exit status: {EXIT_OK} done; {EXIT_PARTIAL} done in part (analyze: some lines got no event); "
+                                f"{EXIT_USAGE} usage error; {EXIT_UNAVAILABLE} a service it needs could not be reached. "
+                                "Each command's --help says more.")
+    p.add_argument("--version", action="version", version=f"merc {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="analyse a conversation manifest (JSON lines) or a recording; print one event per utterance",
                        epilog=f"Exit status: {EXIT_OK} every line produced an event; {EXIT_PARTIAL} some did not (each reported on "
                        f"stderr as 'line N: ...'; an error that stops the run also exits {EXIT_PARTIAL}, --out and --html keeping the lines "
-                       f"before); {EXIT_USAGE} usage error, unreadable manifest or unwritable --out.")
-    a.add_argument("manifest", help="JSON-lines manifest (media paths relative to it), or a bare audio/video file: "
-                   "its utterances are found by voice activity")
+                       f"before); {EXIT_USAGE} usage error, unreadable manifest, unwritable --out, or the gateway refused the API key; "
+                       f"{EXIT_UNAVAILABLE} --remote: the gateway could not be reached (nothing was analysed).")
+    a.add_argument("manifest", help="JSON-lines manifest (media paths relative to it), - to read it from stdin (media paths "
+                   "relative to the working directory), or a bare audio/video file: its utterances are found by voice activity")
     a.add_argument("--out", help="write the events as JSON lines to this file")
     a.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     a.add_argument("--table", action="store_true", help="print the table even with --out")
     a.add_argument("--html", metavar="REPORT.html", help="embedded mode: also write the timeline page (one self-contained HTML file, "
                    "the same view the gateway serves live)")
-    a.add_argument("--remote", metavar="GATEWAY", help="send through a running gateway (host:port) and read the events from Kafka")
+    a.add_argument("--remote", metavar="GATEWAY", help="send through a running gateway (host:port); the events come back on the same "
+                   "stream (StreamConversation), so only the gateway needs to be reachable")
+    a.add_argument("--api-key", default=None, help="--remote: the API key (default MERC_API_KEY); the key names the tenant")
     a.add_argument("--db", help="embedded mode: keep the SQLite database at this path")
     a.add_argument("--threads", type=int, help="torch threads (embedded mode; default MERC_TORCH_THREADS, 2)")
-    a.add_argument("--timeout", type=float, default=60.0, help="--remote: seconds to wait for the events")
+    a.add_argument("--timeout", type=float, default=60.0, help="--remote: seconds to wait for the events once every line is sent")
     a.set_defaults(func=cmd_analyze)
 
     d = sub.add_parser("db", help="database schema")

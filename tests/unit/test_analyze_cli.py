@@ -1,16 +1,17 @@
 """`merc analyze` in embedded mode, with the real committed models."""
 
+import io
 import json
+import queue
 import re
+import socket
+import threading
 
-import grpc
 import pytest
+from conftest import REPO
 
 from merc.analyze import embedded, remote
-from merc.bus import topics
-from merc.bus.base import ConsumerSpec
-from merc.bus.memory import MemoryBus
-from merc.cli import main
+from merc.cli import _print_table, main
 from merc.pipeline.labels import LABELS
 from merc.runtime.config import Settings
 from merc.v1 import events_pb2, gateway_pb2
@@ -126,43 +127,119 @@ def test_an_unwritable_out_is_a_usage_error(tmp_path, capsys):
     assert "cannot write" in capsys.readouterr().err
 
 
-class _Unavailable(grpc.RpcError):
-    def code(self):
-        return grpc.StatusCode.UNAVAILABLE
+class _Call:
+    """A StreamConversation call: the gateway's side reads the requests in a thread, as grpc does."""
 
-    def details(self):
-        return "gateway restarting"
+    def __init__(self, gateway: "_Gateway", requests) -> None:
+        self.responses: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, args=(gateway, requests), daemon=True).start()
+
+    def _serve(self, gateway, requests) -> None:
+        for req in requests:
+            ref = req.utterance.utterance
+            gateway.sent.append(req.utterance)
+            if ref.sequence == gateway.refuse:
+                rejected = gateway_pb2.Rejected(utterance=ref, code="UNAVAILABLE", reason="gateway restarting")
+                self.responses.put(gateway_pb2.StreamConversationResponse(rejected=rejected))
+            elif ref.sequence not in gateway.analysed:
+                event = events_pb2.EmotionEvent(utterance=ref, label="joy")
+                self.responses.put(gateway_pb2.StreamConversationResponse(event=event))
+        self.responses.put(None)  # every answer given: the gateway ends the stream
+
+    def __iter__(self):
+        while (response := self.responses.get()) is not None:
+            yield response
+
+    def cancel(self) -> None:
+        self.responses.put(None)
 
 
 class _Gateway:
-    """The gateway and fusion, minus both: each request's event straight onto the bus; one utterance refused."""
+    """The gateway and fusion, minus both: each utterance's event straight back; one refused, some analysed before."""
 
-    def __init__(self, bus: MemoryBus, topic: str, refuse: int) -> None:
-        self.producer, self.topic, self.refuse = bus.producer(), topic, refuse
-        self.sent: list[int] = []
+    def __init__(self, refuse: int, analysed: tuple[int, ...] = ()) -> None:
+        self.refuse, self.analysed = refuse, analysed
+        self.sent: list[gateway_pb2.AnalyzeUtteranceRequest] = []
+        self.metadata = None
 
-    def AnalyzeUtterance(self, request, timeout=None, metadata=()):
-        self.sent.append(request.utterance.sequence)
-        if request.utterance.sequence == self.refuse:
-            raise _Unavailable()
-        event = events_pb2.EmotionEvent(utterance=request.utterance, label="joy")
-        self.producer.send(self.topic, b"k", event.SerializeToString())
-        return gateway_pb2.AnalyzeUtteranceResponse()
+    def StreamConversation(self, requests, metadata=()):
+        self.metadata = metadata
+        return _Call(self, requests)
+
+    def GetConversation(self, request, timeout=None, metadata=()):
+        ref = self.sent[0].utterance
+        return gateway_pb2.GetConversationResponse(events=[
+            events_pb2.EmotionEvent(utterance={"conversation_id": ref.conversation_id, "sequence": s}, label="anger")
+            for s in self.analysed])
 
 
-def test_remote_results_come_in_order_as_each_is_final_and_a_refused_line_costs_only_itself(tmp_path):
-    cfg = Settings(tenant="t")
-    bus, topic = MemoryBus(), cfg.topic(topics.EMOTIONS)
-    events = bus.consumer(ConsumerSpec([topic], group_id=None, from_beginning=False))
-    lines = [{"utterance": 0, "text": "a"}, "{oops", {"utterance": 1, "text": "b"}, {"utterance": 2, "text": "c"}]
+def test_remote_results_come_in_order_and_a_refused_line_costs_only_itself(tmp_path):
+    lines = [{"utterance": 0, "text": "a"}, "{oops", {"utterance": 1, "text": "b"}, {"utterance": 2, "text": "c"},
+             {"utterance": 3, "text": "d"}, {"utterance": 0, "text": "again"}]
     (tmp_path / "m.jsonl").write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
-    gateway = _Gateway(bus, topic, refuse=1)
-    results = remote.send(tmp_path / "m.jsonl", gateway, events, cfg, timeout_s=5)
-    first = next(results)
-    assert first.event is not None and gateway.sent == [0]  # handed out before the next line is even sent
-    rest = list(results)
-    assert gateway.sent == [0, 1, 2]
-    assert [r.line if r.utterance is None else r.utterance.line for r in rest] == [2, 3, 4]
-    assert rest[0].event is None and "line 2: invalid JSON" in rest[0].errors[0]
-    assert rest[1].event is None and rest[1].errors == ["line 3: UNAVAILABLE: gateway restarting"]
-    assert rest[2].event is not None and rest[2].event.utterance.sequence == 2
+    gateway = _Gateway(refuse=1, analysed=(3,))
+    results = list(remote.send(tmp_path / "m.jsonl", gateway, Settings(tenant="t"), timeout_s=5))
+    assert [r.utterance.sequence for r in gateway.sent] == [0, 1, 2, 3]
+    assert [r.line if r.utterance is None else r.utterance.line for r in results] == [1, 2, 3, 4, 5, 6]
+    assert results[0].event is not None and results[0].event.utterance.sequence == 0
+    assert results[1].event is None and "line 2: invalid JSON" in results[1].errors[0]
+    assert results[2].event is None and results[2].errors == ["line 3: UNAVAILABLE: gateway restarting"]
+    assert results[3].event.utterance.sequence == 2
+    # Analysed before: no new event on the stream; the stored one, with a note saying so.
+    assert results[4].event.label == "anger" and "analysed before" in results[4].notes[0]
+    assert results[5].event is None and "is on line 1 already" in results[5].errors[0]
+    # Without an API key the request names MERC_TENANT; the context is the run's own, as in embedded mode.
+    assert {r.utterance.tenant for r in gateway.sent} == {"t"} and gateway.metadata == ()
+    assert gateway.sent[2].context_text and "a" in gateway.sent[2].context_text
+
+
+def test_remote_with_an_api_key_lets_the_key_name_the_tenant(tmp_path):
+    (tmp_path / "m.jsonl").write_text(json.dumps({"text": "hi"}) + "\n")
+    gateway = _Gateway(refuse=-1)
+    (result,) = remote.send(tmp_path / "m.jsonl", gateway, Settings(tenant="default", api_key="k-123"), timeout_s=5)
+    assert result.event is not None
+    assert gateway.sent[0].utterance.tenant == "" and gateway.metadata == (("x-api-key", "k-123"),)
+
+
+def test_an_unreachable_gateway_is_exit_3_with_one_line(tmp_path, capsys):
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        code = main(["analyze", "--remote", f"127.0.0.1:{port}", "--timeout", "5", str(REPO / "examples/conversation.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3
+    assert len(err) == 1 and err[0].startswith(f"merc analyze: the gateway at 127.0.0.1:{port}: UNAVAILABLE")
+
+
+def test_version_and_the_exit_statuses_in_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and re.fullmatch(r"merc \S+\n", capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for status in ("0 every line produced an event", "1 some did not", "2 usage error", "3 --remote: the gateway could not be reached"):
+        assert status in text
+
+
+def test_a_manifest_from_stdin_with_media_relative_to_the_working_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(embedded, "LocalInference", lambda *_: TinyInference())
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    monkeypatch.chdir(tmp_path)
+    manifest = json.dumps({"speaker": "A", "text": "hello"}) + "\n" + json.dumps({"speaker": "B", "text": "hi", "audio": "broken.wav"}) + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(manifest))
+    assert main(["analyze", "-", "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["conversation"] for r in rows] == ["stdin", "stdin"]
+    # The audio was found beside the working directory (and refused as not audio), not "missing".
+    assert "audio" in rows[1]["errors"][0] and "no such file" not in rows[1]["errors"][0].lower()
+
+
+def test_the_table_marks_a_line_with_a_note_and_prints_it_under_it(tmp_path, capsys):
+    (tmp_path / "m.jsonl").write_text(json.dumps({"text": "a"}) + "\n" + json.dumps({"text": "b"}) + "\n")
+    gateway = _Gateway(refuse=-1, analysed=(1,))
+    rows = [r.to_json() for r in remote.send(tmp_path / "m.jsonl", gateway, Settings(), timeout_s=5)]
+    _print_table(rows)
+    out = capsys.readouterr().out
+    assert re.search(r"│ 1 \* +│", out) and not re.search(r"│ 0 \* +│", out)
+    assert "* 1: no new event: this utterance was analysed before; showing the stored result" in " ".join(out.split())

@@ -129,9 +129,10 @@ class EmbeddedPipeline:
         result.errors.append(f"line {u.line}: no event: utterance {u.utterance} of {u.conversation!r} was already analysed")
         return result
 
-    def analyze(self, path: str | Path) -> Iterator[LineResult]:
-        """A manifest's lines, or a bare audio/video file's utterances (segmented by voice activity)."""
-        for item in segment.read(path, self.settings.max_recording_seconds):
+    def analyze(self, path: str | Path, base: Path | None = None) -> Iterator[LineResult]:
+        """A manifest's lines (media relative to ``base``, by default its folder), or a bare audio/video
+        file's utterances (segmented by voice activity)."""
+        for item in segment.read(path, self.settings.max_recording_seconds, base=base):
             if isinstance(item, manifest.ManifestError):
                 yield LineResult(None, errors=[str(item)], line=item.line)
                 continue

@@ -173,15 +173,18 @@ def parse_line(raw: str, line: int, base: Path, counters: dict[str, int], defaul
     )
 
 
-def read(path: str | Path) -> Iterator[Utterance | ManifestError]:
-    """Each line as an Utterance, or the ManifestError that explains why it cannot be one."""
+def read(path: str | Path, base: Path | None = None) -> Iterator[Utterance | ManifestError]:
+    """Each line as an Utterance, or the ManifestError that explains why it cannot be one.
+
+    Media paths are relative to ``base``, by default the manifest's folder (a manifest read from
+    stdin is spooled to a file elsewhere: its paths are relative to the working directory)."""
     path = Path(path)
     counters: dict[str, int] = {}
     for i, raw in lines(path):
         try:
             if raw is None:
                 raise ManifestError(i, f"the line is longer than {MAX_LINE_CHARS} characters")
-            u = parse_line(raw, i, path.parent, counters, path.stem)
+            u = parse_line(raw, i, path.parent if base is None else base, counters, path.stem)
         except ManifestError as e:
             yield e
             continue

@@ -74,11 +74,12 @@ def utterances(path: Path, max_seconds: float, cfg: Segmentation = Segmentation(
     ]
 
 
-def read(path: str | Path, max_seconds: float) -> Iterator[manifest.Utterance | manifest.ManifestError]:
-    """What `merc analyze` reads: a manifest's lines, or a bare media file's utterances (``max_seconds``: ``utterances``)."""
+def read(path: str | Path, max_seconds: float, base: Path | None = None) -> Iterator[manifest.Utterance | manifest.ManifestError]:
+    """What `merc analyze` reads: a manifest's lines (media relative to ``base``: ``manifest.read``), or a bare
+    media file's utterances (``max_seconds``: ``utterances``)."""
     path = Path(path)
     if not is_media_file(path):
-        yield from manifest.read(path)
+        yield from manifest.read(path, base)
         return
     try:
         found = utterances(path, max_seconds)
