@@ -18,13 +18,14 @@ import grpc
 from merc.bus import DeliveryFailed, Producer
 from merc.gateway.hub import EventHub, Inbox
 from merc.gateway.limits import StreamSlots, oversized, streams_per_tenant
+from merc.pipeline import resend
 from merc.pipeline.events import to_event
 from merc.pipeline.join import MODALITY_ENUMS
 from merc.pipeline.text_context import ContextMemory, collapse_spaces
 from merc.runtime import privacy, security, telemetry
 from merc.runtime.config import Settings
 from merc.runtime.errors import public_message
-from merc.store import Store
+from merc.store import Store, StoreUnavailable
 from merc.v1 import (
     common_pb2,
     encoder_pb2,
@@ -129,6 +130,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         ref = common_pb2.UtteranceRef()
         ref.CopyFrom(request.utterance)
         ref.tenant = tenant
+        stored = self._stored(ref)
+        done = resend.analysed(stored, given)
+        if done and set(done) >= set(given):
+            return gateway_pb2.AnalyzeUtteranceResponse(utterance=ref), (grpc.StatusCode.ALREADY_EXISTS, resend.refusal(stored))
+        given = [m for m in given if m not in done]
         common = {"utterance": ref, "expected_modalities": [MODALITY_ENUMS[m] for m in given], "sent_at_ms": int(time.time() * 1000)}
         # Each encoder gets its own inputs only: a request's frames are not sent to the text encoder too.
         inputs = {"text": {"text": request.text, "context_text": request.context_text},
@@ -138,6 +144,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         calls = {m: self._pool.submit(self._encode, m, encoder_pb2.EncodeRequest(**common, **inputs[m]), metadata)
                  for m in given if m not in refused}
         response = gateway_pb2.AnalyzeUtteranceResponse(utterance=ref)
+        for m in done:
+            response.errors.add(modality=MODALITY_ENUMS[m], reason=f"analysed already (revision {stored.revision}): not analysed again")
         failures = []
         for m, reason in refused.items():
             failures.append(grpc.StatusCode.INVALID_ARGUMENT)
@@ -156,6 +164,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             code = grpc.StatusCode.INVALID_ARGUMENT if grpc.StatusCode.INVALID_ARGUMENT in failures else grpc.StatusCode.UNAVAILABLE
             return response, (code, public_message("; ".join(f"{common_pb2.Modality.Name(e.modality)}: {e.reason}" for e in response.errors)))
         return response, None
+
+    def _stored(self, ref: common_pb2.UtteranceRef):
+        """The utterance's stored result (merc.pipeline.resend), or None; None too while the store is down:
+        the check fails open, since fusion's join still drops a second copy of what it holds."""
+        try:
+            return self.store.result(ref.tenant, ref.conversation_id, ref.sequence)
+        except StoreUnavailable as e:
+            log.warning("re-send check skipped, the store is unavailable: %s", e)
+            return None
 
     def _encode(self, modality: str, request: encoder_pb2.EncodeRequest, metadata=()) -> tuple[grpc.StatusCode, str] | None:
         stub = self.encoders.get(modality)

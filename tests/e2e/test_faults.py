@@ -1,6 +1,6 @@
 """Faults while dialogues flow (real Kafka, PostgreSQL, Triton and services): nothing lost, nothing
 duplicated. Each test keeps several conversations flowing through the gateway with a client that
-retries what the platform asks it to retry (UNAVAILABLE), breaks one component, brings it back,
+retries what the platform asks it to retry (tests/retry_client.py), breaks one component, brings it back,
 and counts what an independent read_committed consumer saw. Each writes its row of
 .run/reports/faults.json: fault, expected, received, duplicated, recovery seconds (from the repair
 until every conversation has produced a new event).
@@ -18,6 +18,7 @@ from collections import Counter
 import grpc
 import pytest
 from conftest import REPO
+from retry_client import RETRYABLE, analyze_until_accepted
 
 from e2e.conftest import SERVICES, dialogue, new_conversation, services
 from merc.v1 import common_pb2, events_pb2, gateway_pb2
@@ -26,7 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 STACK = str(REPO / "deploy/local/stack.sh")
 CONVERSATIONS, PER_CONVERSATION, GAP_S = 3, 10, 0.2
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 def stack(*args: str) -> None:
@@ -47,17 +47,10 @@ class Flow:
         u = self.lines[seq]
         ref = common_pb2.UtteranceRef(conversation_id=conv, sequence=seq, speaker=u["speaker"])
         request = gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text=u["text"])
-        delay, deadline = 0.2, time.monotonic() + 240
-        while True:
-            try:
-                self.gateway.AnalyzeUtterance(request, timeout=15)
-                return
-            except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or time.monotonic() > deadline:
-                    raise
-                self.retries += 1
-                time.sleep(delay)
-                delay = min(delay * 2, 3.0)
+        analyze_until_accepted(self.gateway, request, call_timeout_s=15, give_up_s=240, on_retry=self._retried)
+
+    def _retried(self) -> None:
+        self.retries += 1
 
     def _run(self) -> None:
         for seq in range(PER_CONVERSATION):

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from conftest import REPO
 from e2e.conftest import EventReader, dialogue, new_conversation
+from retry_client import analyze_until_accepted
 
 from merc.runtime.config import Settings
 from merc.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
@@ -28,7 +29,6 @@ CHART = REPO / "deploy/helm/merc"
 VALUES = REPO / "deploy/cluster/values.yaml"
 REPORT = REPO / ".run/reports/k8s.json"
 COMPONENTS = {"gateway", "fusion", "encoder-text", "encoder-audio", "encoder-vision", "triton"}
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 def record(name: str, row) -> None:
@@ -116,18 +116,11 @@ class Flow:
         u = self.lines[seq % len(self.lines)]
         ref = common_pb2.UtteranceRef(conversation_id=conv, sequence=seq, speaker=u["speaker"])
         request = gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text=u["text"])
-        delay, deadline = 0.2, time.monotonic() + 300
-        while True:
-            try:
-                self.gateway.AnalyzeUtterance(request, timeout=20)
-                self.sent.append((conv, seq))
-                return
-            except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or time.monotonic() > deadline:
-                    raise
-                self.retries += 1
-                time.sleep(delay)
-                delay = min(delay * 2, 3.0)
+        analyze_until_accepted(self.gateway, request, call_timeout_s=20, give_up_s=300, on_retry=self._retried)
+        self.sent.append((conv, seq))
+
+    def _retried(self) -> None:
+        self.retries += 1
 
     def _run(self) -> None:
         try:

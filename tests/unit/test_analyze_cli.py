@@ -141,7 +141,10 @@ class _Call:
             if ref.sequence == gateway.refuse:
                 rejected = gateway_pb2.Rejected(utterance=ref, code="UNAVAILABLE", reason="gateway restarting")
                 self.responses.put(gateway_pb2.StreamConversationResponse(rejected=rejected))
-            elif ref.sequence not in gateway.analysed:
+            elif ref.sequence in gateway.analysed:  # merc.pipeline.resend
+                rejected = gateway_pb2.Rejected(utterance=ref, code="ALREADY_EXISTS", reason="analysed already")
+                self.responses.put(gateway_pb2.StreamConversationResponse(rejected=rejected))
+            else:
                 event = events_pb2.EmotionEvent(utterance=ref, label="joy")
                 self.responses.put(gateway_pb2.StreamConversationResponse(event=event))
         self.responses.put(None)  # every answer given: the gateway ends the stream
@@ -185,7 +188,7 @@ def test_remote_results_come_in_order_and_a_refused_line_costs_only_itself(tmp_p
     assert results[1].event is None and "line 2: invalid JSON" in results[1].errors[0]
     assert results[2].event is None and results[2].errors == ["line 3: UNAVAILABLE: gateway restarting"]
     assert results[3].event.utterance.sequence == 2
-    # Analysed before: no new event on the stream; the stored one, with a note saying so.
+    # Analysed before (refused: ALREADY_EXISTS): the stored result, with a note saying so.
     assert results[4].event.label == "anger" and "analysed before" in results[4].notes[0]
     assert results[5].event is None and "is on line 1 already" in results[5].errors[0]
     # Without an API key the request names MERC_TENANT; the context is the run's own, as in embedded mode.
@@ -242,4 +245,4 @@ def test_the_table_marks_a_line_with_a_note_and_prints_it_under_it(tmp_path, cap
     _print_table(rows)
     out = capsys.readouterr().out
     assert re.search(r"│ 1 \* +│", out) and not re.search(r"│ 0 \* +│", out)
-    assert "* 1: no new event: this utterance was analysed before; showing the stored result" in " ".join(out.split())
+    assert "* 1: no new event: this utterance was analysed before" in " ".join(out.split())

@@ -19,7 +19,9 @@ from merc.bus.base import ConsumerSpec
 from merc.bus.memory import MemoryBus
 from merc.inference import InferenceClient
 from merc.inference.local import LocalInference
+from merc.pipeline import resend
 from merc.pipeline.encoder import Encoder
+from merc.pipeline.events import to_event
 from merc.pipeline.fusion import FusionProcessor
 from merc.pipeline.modalities import PLUGINS, InvalidInput
 from merc.pipeline.text_context import ContextMemory
@@ -29,6 +31,10 @@ from merc.store import Store
 from merc.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+
+# A line whose utterance was analysed before (a --db kept from an earlier run, a gateway's store).
+STORED_NOTE = ("no new event: this utterance was analysed before and each modality is analysed once (changed content "
+               "needs a new utterance number); showing the stored result")
 
 ANALYZE_FIELDS = ("label", "probs", "confidence", "prediction_set", "sentiment", "modalities", "weights", "degraded",
                   "incongruence", "mood", "revision")
@@ -62,6 +68,11 @@ class LineResult:
 
 
 
+def repeated(u: manifest.Utterance, first_line: int) -> str:
+    """A manifest naming one utterance twice: the second line is an error of its own (the first one is analysed)."""
+    return f"line {u.line}: utterance {u.utterance} of {u.conversation!r} is on line {first_line} already"
+
+
 class EmbeddedPipeline:
     def __init__(self, settings: Settings | None = None, db_path: str | None = None, inference: InferenceClient | None = None) -> None:
         """``inference``: the models in-process from the model repository unless given."""
@@ -90,7 +101,14 @@ class EmbeddedPipeline:
         result = LineResult(u)
         embeddings = []
         context = self._recent.next(u.conversation, u.speaker, u.text or "")
-        for modality in u.given:
+        # As the gateway does (merc.pipeline.resend): what the stored result stands for is not analysed again.
+        stored = self.store.result(self.settings.tenant, u.conversation, u.utterance)
+        done = resend.analysed(stored, u.given)
+        if done and set(done) >= set(u.given):
+            result.event = to_event(stored)
+            result.notes.append(STORED_NOTE)
+            return result
+        for modality in (m for m in u.given if m not in done):
             encoder = self.encoders.get(modality)
             if encoder is None:
                 result.errors.append(f"line {u.line}: {modality} given but no {modality} encoder is available in this build")
@@ -132,9 +150,14 @@ class EmbeddedPipeline:
     def analyze(self, path: str | Path, base: Path | None = None) -> Iterator[LineResult]:
         """A manifest's lines (media relative to ``base``, by default its folder), or a bare audio/video
         file's utterances (segmented by voice activity)."""
+        lines: dict[tuple[str, int], int] = {}
         for item in segment.read(path, self.settings.max_recording_seconds, base=base):
             if isinstance(item, manifest.ManifestError):
                 yield LineResult(None, errors=[str(item)], line=item.line)
+                continue
+            first = lines.setdefault((item.conversation, item.utterance), item.line)
+            if first != item.line:
+                yield LineResult(item, errors=[repeated(item, first)])
                 continue
             try:
                 result = self.analyze_line(item)

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from merc.analyze import manifest, segment
-from merc.analyze.embedded import LineResult, unexpected
+from merc.analyze.embedded import STORED_NOTE, LineResult, repeated, unexpected
 from merc.analyze.requests import NotInFile, attach_media, gateway_request
 from merc.pipeline.modalities import InvalidInput
 from merc.pipeline.text_context import ContextMemory
@@ -133,9 +133,8 @@ def send(path: str | Path, stub, cfg: Settings, timeout_s: float = 60.0, base: P
                     run.add(LineResult(None, errors=[str(item)], line=item.line), None)
                     continue
                 r, key = LineResult(item), (item.conversation, item.utterance)
-                if key in run.lines:  # the join keeps one result per utterance: the second line would get none
-                    r.errors.append(f"line {item.line}: utterance {item.utterance} of {item.conversation!r} is on line "
-                                    f"{run.lines[key]} already")
+                if key in run.lines:
+                    r.errors.append(repeated(item, run.lines[key]))
                     run.add(r, None)
                     continue
                 try:
@@ -202,6 +201,8 @@ def _settle(run: _Run, response: gateway_pb2.StreamConversationResponse) -> None
         run.settle((u.conversation_id, u.sequence), event=response.event)
         return
     rejected = response.rejected
+    if rejected.code == grpc.StatusCode.ALREADY_EXISTS.name:
+        return  # analysed before: still waiting, it takes its stored result (_from_store) once the stream ends
     reasons = "; ".join(e.reason for e in rejected.errors) or rejected.reason
     run.settle((rejected.utterance.conversation_id, rejected.utterance.sequence), error=f"{rejected.code}: {reasons}")
 
@@ -221,7 +222,7 @@ def _from_store(stub, tenant: str, run: _Run, auth=()) -> None:
             with run.lock:
                 r = run.waiting.get(key)
             if r is not None:
-                r.notes.append("no new event: this utterance was analysed before; showing the stored result")
+                r.notes.append(STORED_NOTE)
                 run.settle(key, event=e)
     for key in list(run.waiting):
         run.settle(key, error="no event arrived (is the fusion service running?)")

@@ -113,6 +113,12 @@ class Store:
         with _outage_as_unavailable(), Session(self.engine) as s:
             return dict(s.execute(q).all())
 
+    def result(self, tenant: str, conversation_id: str, sequence: int) -> UtteranceResult | None:
+        """One utterance's stored result (its latest revision), or None."""
+        with _outage_as_unavailable(), Session(self.engine) as s:
+            row = s.get(UtteranceRow, (tenant, conversation_id, sequence))
+            return _from_row(row) if row is not None else None
+
     def conversation(self, tenant: str, conversation_id: str) -> list[UtteranceResult]:
         q = (
             select(UtteranceRow)
