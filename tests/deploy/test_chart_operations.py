@@ -4,12 +4,16 @@ and per component) land in every pod the chart runs, and the result still passes
 
 from __future__ import annotations
 
+import tomllib
+
 import metric_names
 import pytest
 import yaml
 
 from .rendering import (
+    CHART,
     KUBE_VERSIONS,
+    REPO,
     WORKLOAD_KINDS,
     component,
     helm_template,
@@ -195,3 +199,10 @@ def test_schema_rejects_a_bad_hook(bad):
     proc = helm_template(extra=("--set-json", bad), check=False)
     assert proc.returncode != 0 and "schema" in proc.stderr, bad
 
+
+
+def test_chart_metadata_tells_the_projects_licence():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["annotations"]["artifacthub.io/license"] == project["license"]
+    assert chart["maintainers"] and chart["keywords"]
