@@ -32,7 +32,7 @@ def main() -> None:
     # Tracing and metrics outermost: calls the key check refuses are traced and counted too.
     options["interceptors"] = [telemetry.ServerTracing(), monitoring.ServerMetrics(), *options["interceptors"]]
     server = Server(cfg.encoder_port, cfg.bind_host, connection_age_s=cfg.encoder_connection_age_s, **options)
-    monitoring.serve(cfg.metrics_port, cfg.bind_host)
+    monitoring.serve("encoder", cfg.metrics_port, cfg.bind_host)
     server.add(encoder_pb2_grpc.add_EncoderServiceServicer_to_server, EncoderServicer(encoder), "merc.v1.EncoderService")
     server.start()
     server.stop_on_signals()

@@ -17,7 +17,7 @@ def main() -> None:
     cfg = settings()
     setup_logging(cfg.log_level, cfg.log_format)
     telemetry.setup_tracing("merc-fusion", cfg.otlp_endpoint, cfg.trace_sample_ratio)
-    monitoring.serve(cfg.metrics_port, cfg.bind_host)
+    monitoring.serve("fusion", cfg.metrics_port, cfg.bind_host)
     processor = FusionProcessor(make_bus(cfg), Store(cfg.database_url), monitoring.ObservedInference(make_inference(cfg)), cfg)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,), name="fusion-loop", daemon=True)

@@ -41,7 +41,7 @@ def main() -> None:
     # Tracing and metrics outermost: calls the key check refuses are traced and counted too.
     options["interceptors"] = [telemetry.ServerTracing(), monitoring.ServerMetrics(), *options["interceptors"]]
     server = Server(cfg.gateway_port, cfg.bind_host, **options)
-    monitoring.serve(cfg.metrics_port, cfg.bind_host)
+    monitoring.serve("gateway", cfg.metrics_port, cfg.bind_host)
     server.add(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer, "merc.v1.GatewayService")
     server.start()
     web = serve_web(store, hub, cfg)  # the timeline page on MERC_HTTP_PORT (0 = off)

@@ -42,7 +42,7 @@ INVALID_VALUES = CI_VALUES / "invalid.yaml"
 # operator's are checked with the validators @kubernetes-models generates from their CRDs (npm);
 # Strimzi's and CloudNativePG's have no offline schema here and are checked for shape only.
 CUSTOM_RESOURCE_GROUPS = ("keda.sh", "monitoring.coreos.com", "kafka.strimzi.io", "postgresql.cnpg.io")
-CRD_VALIDATED = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CRD_VALIDATED = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 CRD_MODELS = REPO / ".tools/crd-models"
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "Pod")

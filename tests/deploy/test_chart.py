@@ -46,8 +46,8 @@ EXPECTED_KINDS = {
             "PodDisruptionBudget": 6, "Service": 6, "ServiceAccount": 2, "StatefulSet": 1},
     "all-features": {"Cluster": 1, "ConfigMap": 1, "CronJob": 1, "Deployment": 5, "HorizontalPodAutoscaler": 5, "Ingress": 2,
                      "Job": 1, "Kafka": 1, "KafkaNodePool": 1, "KafkaTopic": 6, "NetworkPolicy": 9, "Pod": 1,
-                     "PodDisruptionBudget": 6, "ScaledObject": 1, "Service": 6, "ServiceAccount": 2, "ServiceMonitor": 1,
-                     "StatefulSet": 1},
+                     "PodDisruptionBudget": 6, "PrometheusRule": 1, "ScaledObject": 1, "Service": 6, "ServiceAccount": 2,
+                     "ServiceMonitor": 1, "StatefulSet": 1},
     "text-only": {"ConfigMap": 1, "Deployment": 3, "Job": 1, "NetworkPolicy": 6, "Pod": 1, "Service": 4, "ServiceAccount": 2,
                   "StatefulSet": 1},
     "secure-external": {"ConfigMap": 1, "CronJob": 1, "Deployment": 4, "HorizontalPodAutoscaler": 4, "Job": 1,
@@ -90,7 +90,8 @@ def test_rendered_manifests_match_the_kubernetes_schemas(name, kube_version):
     assert not errors, "\n".join(errors)
     assert validated >= 10
     expected_custom = {k for k in EXPECTED_KINDS[name] if k in
-                       ("Cluster", "Kafka", "KafkaNodePool", "KafkaTopic", "ScaledObject", "ServiceMonitor", "TriggerAuthentication")}
+                       ("Cluster", "Kafka", "KafkaNodePool", "KafkaTopic", "PrometheusRule", "ScaledObject", "ServiceMonitor",
+                        "TriggerAuthentication")}
     assert set(skipped) == expected_custom
 
 

@@ -11,6 +11,7 @@ const CLASSES = {
   "keda.sh/v1alpha1/ScaledObject": ["keda/keda.sh/v1alpha1/ScaledObject.js", "ScaledObject"],
   "keda.sh/v1alpha1/TriggerAuthentication": ["keda/keda.sh/v1alpha1/TriggerAuthentication.js", "TriggerAuthentication"],
   "monitoring.coreos.com/v1/ServiceMonitor": ["prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor.js", "ServiceMonitor"],
+  "monitoring.coreos.com/v1/PrometheusRule": ["prometheus-operator/monitoring.coreos.com/v1/PrometheusRule.js", "PrometheusRule"],
 };
 
 const results = [];

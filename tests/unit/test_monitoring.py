@@ -3,12 +3,17 @@ events, dead letters, confidence and lag; and /metrics serves them over HTTP."""
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
+from pathlib import Path
 
 import grpc
+import metric_names
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from merc.bus.memory import MemoryBus
 from merc.encoder.server import EncoderServicer
@@ -160,42 +165,107 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_metrics_are_served_over_http_and_port_0_is_off():
-    assert monitoring.serve(0) is None
-    server = monitoring.serve(free_port(), "127.0.0.1")
+def scrape(component: str) -> str:
+    """One deployable's /metrics, over HTTP from monitoring.serve, as its process would serve it."""
+    server = monitoring.serve(component, free_port(), "127.0.0.1")
     try:
-        monitoring.emitted([0.9], dead_letters=0)
         port = server.server_address[1]
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         server.shutdown()
         server.server_close()
+
+
+def families(body: str) -> set[str]:
+    """Family names (a counter's without _total); the text format's *_created series read as their own, dropped."""
+    return {f.name for f in text_string_to_metric_families(body) if not f.name.endswith("_created")}
+
+
+def test_metrics_are_served_over_http_and_port_0_is_off():
+    assert monitoring.serve("fusion", 0) is None
+    monitoring.emitted([0.9], dead_letters=0)
+    body = scrape("fusion")
     for name in ("merc_fusion_events_total", "merc_fusion_confidence_bucket", "merc_fusion_join_outcomes_total",
-                 "merc_grpc_server_handled_total", "merc_encoder_stage_seconds", "merc_gateway_fanout_seconds"):
+                 "merc_fusion_event_latency_seconds_bucket", "merc_serving", "process_cpu_seconds_total"):
         assert name in body, name
-    assert body == body.replace("conversation_id", "")  # no per-conversation labels
+    assert body == body.replace("conversation_id", "").replace("tenant", "")  # no per-conversation or tenant labels
+
+
+def test_each_deployable_serves_only_its_own_families():
+    """The gateway used to show merc_fusion_events_total 0: every family was on every /metrics."""
+    served = {c: families(scrape(c)) for c in monitoring.COMPONENTS}
+    own = {"gateway": ("merc_gateway_", "merc_grpc_"), "encoder": ("merc_encoder_", "merc_grpc_", "merc_inference_"),
+           "fusion": ("merc_fusion_", "merc_inference_")}
+    for component, names in served.items():
+        merc = {n for n in names if n.startswith("merc_") and n != "merc_serving"}
+        assert merc and all(n.startswith(own[component]) for n in merc), (component, sorted(merc))
+        assert {"merc_serving", "process_cpu_seconds", "python_gc_objects_collected"} <= names, component
+    assert not any(n.startswith("merc_fusion_") for n in served["gateway"] | served["encoder"])
+    assert not any(n.startswith(("merc_gateway_", "merc_grpc_", "merc_encoder_")) for n in served["fusion"])
+    assert not any(n.startswith("merc_inference_") for n in served["gateway"])
+    # Every family is some deployable's: none defined and never served.
+    defined = {f.name for v in vars(monitoring).values() if isinstance(v, MetricWrapperBase) for f in v.describe()}
+    assert defined == {n for names in served.values() for n in names if n.startswith("merc_")}
+
+
+def test_event_latency_is_observed_per_emitted_event_by_kind(store):
+    """merc_fusion_event_latency_seconds holds the latency_ms each event carries: complete, degraded
+    (released at the deadline) and revised (a late modality); an unknown latency (0) is not observed."""
+    class Clock:
+        now_ms = 1_700_000_000_000
+
+        def __call__(self):
+            return self.now_ms
+
+    clock = Clock()
+    bus = MemoryBus(partitions=1)
+    fusion = FusionProcessor(bus, store, TinyInference(), Settings(join_window_ms=1000, fusion_instance="test"), clock=clock)
+    fusion.open()
+    send = bus.producer().send
+    both = (TEXT, AUDIO)
+
+    def at(e, sent_at_ms):
+        e.sent_at_ms = sent_at_ms
+        return e.SerializeToString()
+
+    delta = Delta()
+    now = clock.now_ms
+    send("merc.embeddings.text", b"c", at(embedding(0), now - 40), TENANT_HEADER)                 # complete, 40 ms
+    send("merc.embeddings.text", b"c", at(embedding(1, expected=both), now - 200), TENANT_HEADER)  # waits for audio
+    send("merc.embeddings.text", b"c", at(embedding(2), 1), TENANT_HEADER)                        # a clock out of range: 0
+    assert fusion.step(poll_ms=0) == 1  # 1 and 2 wait behind 1's window
+    clock.now_ms += 1000                 # the window passes: 1 degraded, 2 behind it
+    assert fusion.step(poll_ms=0) == 2
+    clock.now_ms += 500
+    send("merc.embeddings.audio", b"c", at(embedding(1, AUDIO, both), now - 100), TENANT_HEADER)  # late: a revision
+    assert fusion.step(poll_ms=0) == 1
+    fusion.close()
+
+    def observed(kind):
+        return (delta("merc_fusion_event_latency_seconds_count", kind=kind),
+                round(delta("merc_fusion_event_latency_seconds_sum", kind=kind), 6))
+
+    assert observed("complete") == (1, 0.04)
+    assert observed("degraded") == (1, 1.2)
+    assert observed("revised") == (1, 1.7)  # from the earliest sent_at of its modalities
+    assert delta("merc_fusion_events_total") == 4  # the fourth event's latency is unknown
+    assert delta("merc_fusion_event_latency_seconds_bucket", kind="complete", le="0.05") == 1
+    assert delta("merc_fusion_event_latency_seconds_bucket", kind="degraded", le="1.0") == 0
+
+
+def test_serving_gauge_follows_the_health_status():
+    server = Server(0, "127.0.0.1")
+    server.set_serving(True)
+    assert REGISTRY.get_sample_value("merc_serving") == 1
+    server.set_serving(False)
+    assert REGISTRY.get_sample_value("merc_serving") == 0
 
 
 def test_the_grafana_dashboard_uses_only_metrics_the_services_export():
-    import json
-    import re
-    from pathlib import Path
-
-    from prometheus_client.metrics import MetricWrapperBase
-
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
-    exported = set()
-    for value in vars(monitoring).values():
-        if isinstance(value, MetricWrapperBase):
-            for family in value.describe():
-                exported |= {family.name + s for s in suffixes[family.type]}
     dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/merc.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    used = {name for e in exprs for name in re.findall(r"\bmerc_[a-z_]+", e)}
-    assert used and used <= exported, sorted(used - exported)
+    names = set().union(*map(metric_names.used, exprs))
+    assert names and names <= metric_names.exported(), sorted(names - metric_names.exported())
     # ... and every family the services export is on it.
-    def family(name):
-        return re.sub(r"_(total|bucket|count|sum)$", "", name)
-
-    missing = {family(n) for n in exported} - {family(n) for n in used}
+    missing = {metric_names.family(n) for n in metric_names.exported()} - {metric_names.family(n) for n in names}
     assert not missing, sorted(missing)

@@ -445,6 +445,8 @@ class FusionProcessor:
 
     def _account(self, batch: _Batch, results: list[UtteranceResult]) -> None:
         monitoring.emitted([r.confidence for r in results], len(batch.dead))
+        for r in results:
+            monitoring.event_latency(r.latency_ms, r.degraded, r.revision)
         self.counts["events"] += len(results)
         self.counts["dlq"] += len(batch.dead)
         self.counts["transactions"] += 1

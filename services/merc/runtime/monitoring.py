@@ -2,7 +2,12 @@
 
 Every label is a small closed set (modality, stage, outcome, gRPC method and status code, model,
 topic): never a conversation id, a tenant or anything from a payload. deploy/grafana/merc.json
-charts these names. (merc/metrics.py is something else: classification metrics for evaluation.)
+charts these names and the chart's PrometheusRule alerts on them. (merc/metrics.py is something
+else: classification metrics for evaluation.)
+
+The families live on prometheus_client's default registry, the library's in-process view (tests
+read it); a deployable's /metrics serves only its own (COMPONENTS), so the gateway shows no fusion
+counters stuck at 0 and a dashboard's `sum` never mixes in processes that cannot move a series.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from contextlib import contextmanager
 import grpc
 import numpy as np
 from prometheus_client import (
+    CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     start_http_server,
 )
 
@@ -32,6 +41,9 @@ log = logging.getLogger(__name__)
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # The join waits up to the window (1.5 s by default), longer for an utterance behind a slow predecessor.
 JOIN_WAIT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+# From a request reaching MERC to its event: one fusion step for a complete utterance (tens of ms),
+# the join window (1.5 s by default) for a degraded one, minutes for a revision or a backlog.
+EVENT_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 CONFIDENCE = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 ENCODER_STAGES = ("decode_features", "inference", "publish")
@@ -40,6 +52,8 @@ FUSION_STAGES = ("inference", "store", "transaction")
 # late modality) are releases; late / duplicate / dropped are what happened to an arriving embedding.
 JOIN_OUTCOMES = ("complete", "degraded", "overflow", "revised", "late", "duplicate", "dropped")
 _RELEASE_OUTCOMES = {"complete": "complete", "deadline": "degraded", "revision": "revised"}
+# An emitted event: with every expected modality, without some (deadline or overflow), or a revision.
+EVENT_KINDS = ("complete", "degraded", "revised")
 
 GRPC_HANDLED = Counter("merc_grpc_server_handled", "gRPC calls handled, by method and status code", ["method", "code"])
 GRPC_SECONDS = Histogram("merc_grpc_server_handling_seconds", "Time to handle a gRPC call (a stream: its whole life)",
@@ -62,16 +76,42 @@ STEP_FAILURES = Counter("merc_fusion_step_failures", "Fusion steps that failed a
 CONFIDENCE_HIST = Histogram("merc_fusion_confidence", "Calibrated confidence of emitted events", buckets=CONFIDENCE)
 CONVERSATIONS_HELD = Gauge("merc_fusion_conversations", "Conversations whose join state this fusion instance holds in memory")
 CONSUMER_LAG = Gauge("merc_fusion_consumer_lag", "Records of the embedding topics not yet consumed, by topic", ["topic"])
+EVENT_LATENCY = Histogram("merc_fusion_event_latency_seconds",
+                          "End to end, an emitted event's latency_ms: from the request reaching MERC to its prediction, by kind "
+                          "(complete, degraded, revised)", ["kind"], buckets=EVENT_LATENCY_BUCKETS)
+SERVING = Gauge("merc_serving", "1 while this process's gRPC health is SERVING, 0 while NOT_SERVING")
+
+# What each deployable's /metrics serves, besides the process's own (CPU, memory, GC). Fusion's gRPC
+# server answers health checks only, so it has no gRPC families; the gateway calls no model.
+COMPONENTS = {
+    "gateway": (SERVING, GRPC_HANDLED, GRPC_SECONDS, FANOUT_SECONDS),
+    "encoder": (SERVING, GRPC_HANDLED, GRPC_SECONDS, ENCODER_STAGE_SECONDS, INFERENCE_SECONDS, INFERENCE_ERRORS),
+    "fusion": (SERVING, INFERENCE_SECONDS, INFERENCE_ERRORS, FUSION_STAGE_SECONDS, JOIN_WAIT_SECONDS, JOIN_OUTCOMES_TOTAL,
+               EVENTS, DLQ, STEP_FAILURES, CONFIDENCE_HIST, CONVERSATIONS_HELD, CONSUMER_LAG, EVENT_LATENCY),
+}
 
 # Every combination a dashboard plots exists from the start (a rate over a missing series is no data, not 0).
 for _o in JOIN_OUTCOMES:
     JOIN_OUTCOMES_TOTAL.labels(_o)
 for _s in FUSION_STAGES:
     FUSION_STAGE_SECONDS.labels(_s)
+for _k in EVENT_KINDS:
+    EVENT_LATENCY.labels(_k)
 
 
-def serve(port: int, host: str = "127.0.0.1"):
-    """Expose /metrics on host:port in a daemon thread; port 0: off. Returns the server (or None).
+def registry(component: str) -> CollectorRegistry:
+    """A registry holding one deployable's families (COMPONENTS) and the process collectors."""
+    r = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=r)
+    for metric in COMPONENTS[component]:
+        r.register(metric)
+    return r
+
+
+def serve(component: str, port: int, host: str = "127.0.0.1"):
+    """Expose one deployable's /metrics on host:port in a daemon thread; port 0: off. Returns the
+    server (or None).
 
     A port already taken (two services on one host with the same MERC_METRICS_PORT) is logged, not
     fatal: the service itself still serves, only unobserved.
@@ -79,7 +119,7 @@ def serve(port: int, host: str = "127.0.0.1"):
     if not port:
         return None
     try:
-        server, _ = start_http_server(port, addr=host)
+        server, _ = start_http_server(port, addr=host, registry=registry(component))
     except OSError as e:
         log.error("cannot serve metrics on %s:%d (%s): set MERC_METRICS_PORT to a free port, or 0", host, port, e.strerror)
         return None
@@ -237,6 +277,17 @@ def emitted(confidences: Iterable[float], dead_letters: int) -> None:
         CONFIDENCE_HIST.observe(c)
     if dead_letters:
         DLQ.inc(dead_letters)
+
+
+def event_latency(latency_ms: int, degraded: bool, revision: int) -> None:
+    """An emitted event's latency_ms (the value it carries); 0 means unknown (an out-of-range clock): not observed."""
+    if latency_ms > 0:
+        kind = "revised" if revision else "degraded" if degraded else "complete"
+        EVENT_LATENCY.labels(kind).observe(latency_ms / 1000)
+
+
+def serving(up: bool) -> None:
+    SERVING.set(1 if up else 0)
 
 
 def step_failed() -> None:

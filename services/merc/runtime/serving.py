@@ -11,6 +11,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from merc.runtime import monitoring
 from merc.runtime.config import Settings
 from merc.runtime.errors import CatchAll
 from merc.runtime.telemetry import JsonFormatter
@@ -64,6 +65,7 @@ class Server:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *getattr(self, "_service_names", [])]:
             self.health.set(name, status)
+        monitoring.serving(serving)  # what the probes see, for the NOT_SERVING alert
 
     def start(self) -> None:
         self.grpc.start()

@@ -362,6 +362,50 @@ affinity:
 {{- include "merc.topologySpread" (dict "root" .root "component" .component "own" .c.topologySpreadConstraints) }}
 {{- end }}
 
+{{/* A pod template's labels and annotations: the chart's own, then the global podLabels /
+     podAnnotations and the component's (.c: its values; a component's key wins over a global one).
+     The chart's own are never replaced: selectors rely on the labels, rollouts and hooks on the
+     annotations. (dict "root" $ "component" "gateway" "c" .Values.gateway "annotations" (dict ...)) */}}
+{{- define "merc.podMetadata" -}}
+{{- $c := default (dict) .c }}
+{{- $labels := merge (fromYaml (include "merc.labels" .)) (default (dict) $c.podLabels) (default (dict) .root.Values.podLabels) }}
+labels:
+  {{- toYaml $labels | nindent 2 }}
+{{- with merge (default (dict) .annotations) (default (dict) $c.podAnnotations) (default (dict) .root.Values.podAnnotations) }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* extraEnv, extraVolumes, extraVolumeMounts: the global list, then the component's (.c; an entry
+     of its own replaces a global one with the same `key`: name, or mountPath for mounts). Renders
+     list items, or nothing: (dict "root" $ "c" .Values.gateway "field" "extraEnv" "key" "name") */}}
+{{- define "merc.extraList" -}}
+{{- $own := default (list) (get (default (dict) .c) .field) }}
+{{- $key := .key }}
+{{- $mine := list }}
+{{- range $own }}{{ $mine = append $mine (get . $key) }}{{ end }}
+{{- $items := list }}
+{{- range (default (list) (get .root.Values .field)) }}
+{{- if not (has (get . $key) $mine) }}{{ $items = append $items . }}{{ end }}
+{{- end }}
+{{- with concat $items $own }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "merc.extraEnv" -}}
+{{- include "merc.extraList" (dict "root" .root "c" .c "field" "extraEnv" "key" "name") }}
+{{- end }}
+
+{{- define "merc.extraVolumes" -}}
+{{- include "merc.extraList" (dict "root" .root "c" .c "field" "extraVolumes" "key" "name") }}
+{{- end }}
+
+{{- define "merc.extraVolumeMounts" -}}
+{{- include "merc.extraList" (dict "root" .root "c" .c "field" "extraVolumeMounts" "key" "mountPath") }}
+{{- end }}
+
 {{- define "merc.imagePullSecrets" -}}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
