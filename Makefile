@@ -9,9 +9,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 BUF_VERSION := 1.47.2
 BUF := .tools/buf/node_modules/.bin/buf
-PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) protos/merc/v1/*.proto
+# Also the .proto files as one FileDescriptorSet (imports and comments included), merc/v1/merc.protoset:
+# shipped in the package and `make protoset`'s release artefact, for consumers in other languages.
+PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) \
+  --include_imports --include_source_info --descriptor_set_out=$(1)/merc/v1/merc.protoset protos/merc/v1/*.proto
+PROTOSET := dist/merc.protoset
 
-.PHONY: help install run test lint up down proto proto-check buf-lint models bench bench-idle clean
+.PHONY: help install run test lint up down proto proto-check protoset buf-lint models bench bench-idle clean
 
 help:
 	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
@@ -22,6 +26,7 @@ help:
 	@echo "make bench   latency, throughput and load on the local stack + model quality: bench/results/"
 	@echo "make bench-idle  10,000 idle conversations a round: fusion and gateway memory after eviction"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
+	@echo "make protoset  $(PROTOSET): the event schemas as a descriptor set, for a release"
 	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
 	@echo "make images  build and push the container images (needs Docker; REGISTRY=... TAG=...)"
 	@echo "make images-local  build the four images here with podman (no registry needed)"
@@ -65,6 +70,10 @@ proto-check: install
 	@tmp=$$(mktemp -d) && $(call PROTOC,$$tmp) && \
 	  for f in $$tmp/merc/v1/*; do cmp -s "$$f" "services/merc/v1/$$(basename $$f)" || { echo "stale generated code: services/merc/v1/$$(basename $$f); run 'make proto'"; rm -rf $$tmp; exit 1; }; done; \
 	  rm -rf $$tmp; echo "generated code is up to date"
+
+# The release's descriptor set (examples/README.md, "Consuming events"): the committed one, once checked against protos/.
+protoset: proto-check
+	@mkdir -p $(dir $(PROTOSET)) && cp services/merc/v1/merc.protoset $(PROTOSET) && echo "$(PROTOSET)"
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)

@@ -209,15 +209,17 @@ def test_a_broker_outage_longer_than_the_delivery_timeout_is_never_acknowledged(
     from merc.bus.topics import conversation_key
 
     conv = new_conversation()
-    # A tombstone for a conversation nobody has: what erasing an unknown one publishes; consumers skip it.
+    # A tombstone for a conversation nobody has, with an erasure's headers (merc.runtime.privacy): a consumer
+    # of merc.emotions erases nothing with it, and meets nothing that MERC itself would not publish.
     topic, key = running.topic("emotions"), conversation_key(running.tenant, conv)
+    erasure = (("tenant", running.tenant.encode()), ("erased", b"1"))
     producer = KafkaBus(running.model_copy(update={"kafka_delivery_timeout_s": 3.0})).producer()
-    producer.send(topic, key, None).wait()  # connected, the topic's metadata known
+    producer.send(topic, key, None, erasure).wait()  # connected, the topic's metadata known
     line = dialogue()[0]
     stack("down", "kafka")
     try:
         with pytest.raises(DeliveryFailed):
-            producer.send(topic, key, None).wait(timeout_s=120)
+            producer.send(topic, key, None, erasure).wait(timeout_s=120)
         # The encoders' own timeout (MERC_KAFKA_DELIVERY_TIMEOUT_S) ends the call well within this one's.
         with pytest.raises(grpc.RpcError) as e:
             send(gateway, conv, 0, line)
@@ -227,7 +229,7 @@ def test_a_broker_outage_longer_than_the_delivery_timeout_is_never_acknowledged(
     deadline = time.monotonic() + 120
     while True:  # the producer reconnects by itself
         try:
-            producer.send(topic, key, None).wait()
+            producer.send(topic, key, None, erasure).wait()
             break
         except DeliveryFailed:
             assert time.monotonic() < deadline, "the producer never delivered again after the broker came back"

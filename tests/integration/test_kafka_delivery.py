@@ -6,7 +6,6 @@ and one for a topic that does not exist, raise DeliveryFailed instead of passing
 import uuid
 
 import pytest
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from merc.bus import DeliveryFailed
 from merc.bus.kafka import KafkaBus
@@ -17,17 +16,10 @@ TOPIC_LIMIT = 1024  # the test topic's max.message.bytes; the producer's own lim
 
 
 @pytest.fixture
-def small_topic(kafka):
+def small_topic(scratch_topic):
     """A topic of its own whose broker-side record limit is far below the producer's: only the
     broker can refuse what is sent to it."""
-    admin = KafkaAdminClient(**KafkaBus(kafka)._common)
-    name = kafka.topic(f"it.delivery.{uuid.uuid4().hex[:12]}")
-    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, topic_configs={"max.message.bytes": str(TOPIC_LIMIT)})])
-    try:
-        yield name
-    finally:
-        admin.delete_topics([name])
-        admin.close()
+    return scratch_topic("delivery", configs={"max.message.bytes": TOPIC_LIMIT})
 
 
 def test_a_record_the_broker_refuses_raises_delivery_failed(kafka, small_topic):
