@@ -64,7 +64,10 @@ class GatewayServiceServicer:
     def AnalyzeUtterance(self, request, context):
         """Analyse one utterance with any of text / audio / frames / faces. Returns
         once every given modality has been encoded and published; the event
-        follows on merc.emotions.
+        follows on merc.emotions. Each modality of an utterance is analysed once:
+        a re-send with no modality its stored result lacks is ALREADY_EXISTS (new
+        content goes under a new sequence); one that adds a modality sends only
+        that one, the others listed in `errors` as analysed already.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
