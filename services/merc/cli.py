@@ -12,7 +12,18 @@ from merc import progress
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
-def _print_table(rows: list[dict]) -> None:
+def _alone(r: dict) -> str:
+    """What each modality predicted on its own, a line each: "text joy 0.81"."""
+    out = []
+    for m in r["modalities"]:
+        p = r.get("posteriors", {}).get(m)
+        if p:
+            top = max(p, key=p.get)
+            out.append(f"{m} {top} {p[top]:.2f}")
+    return "\n".join(out) or "—"
+
+
+def _print_table(rows: list[dict], explain: bool = False) -> None:
     import shutil
 
     from rich.console import Console
@@ -21,31 +32,29 @@ def _print_table(rows: list[dict]) -> None:
     conversations = sorted({r["conversation"] for r in rows if r.get("conversation")})
     table = Table(title=f"MERC emotion events: {', '.join(conversations)}", title_justify="left")
     notes: list[str] = []  # under the table, marked * in it
-    for col in ("#", "speaker", "emotion", "conf", "prediction set", "sentiment", "modalities", "valence/arousal"):
-        table.add_column(col, no_wrap=col not in ("prediction set", "modalities"))
+    columns = ["#", "speaker", "emotion", "conf", "prediction set", "sentiment", "modalities", "valence/arousal"]
+    if explain:
+        columns.insert(7, "each alone")
+    for col in columns:
+        table.add_column(col, no_wrap=col not in ("prediction set", "modalities", "each alone"))
     for r in rows:
         if "line" in r:
             where = f"line {r['line']}"
         else:
             where = f"{r.get('conversation', '')}#{r.get('utterance', '?')}" if len(conversations) > 1 else str(r.get("utterance", "?"))
         if r.get("label") is None:
-            table.add_row(where, r.get("speaker", ""), "[red]error[/red]", "", r.get("error", ""), "", "", "")
+            table.add_row(where, r.get("speaker", ""), "[red]error[/red]", "", r.get("error", ""), *[""] * (len(columns) - 5))
             continue
         if r.get("notes"):
             notes.extend(f"{where}: {n}" for n in r["notes"])
             where += " *"
         mood = r["mood"]["speaker"]
         mods = " ".join(f"{m}:{r['weights'][m]:.2f}" for m in r["modalities"]) + (" [yellow]degraded[/yellow]" if r["degraded"] else "")
-        table.add_row(
-            where,
-            r["speaker"],
-            r["label"],
-            f"{r['confidence']:.2f}",
-            " ".join(r["prediction_set"]),
-            r["sentiment"],
-            mods,
-            f"{mood['valence']:+.2f} / {mood['arousal']:+.2f}",
-        )
+        cells = [where, r["speaker"], r["label"], f"{r['confidence']:.2f}", " ".join(r["prediction_set"]), r["sentiment"], mods,
+                 f"{mood['valence']:+.2f} / {mood['arousal']:+.2f}"]
+        if explain:
+            cells.insert(7, _alone(r))
+        table.add_row(*cells)
     # Piped output has no terminal width; a table is still wanted whole.
     width = shutil.get_terminal_size((140, 24)).columns
     console = Console(width=max(width, 120))
@@ -142,7 +151,7 @@ def _analyze(args: argparse.Namespace, manifest: str, base: Path | None) -> int:
             Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name if args.manifest != "-" else "stdin",
                                                        failed_lines=failed), encoding="utf-8")
     if table:
-        _print_table(rows)
+        _print_table(rows, explain=args.explain)
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
@@ -249,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="write the events as JSON lines to this file")
     a.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     a.add_argument("--table", action="store_true", help="print the table even with --out")
+    a.add_argument("--explain", action="store_true", help="the table shows what each modality predicted on its own (its "
+                   "calibrated posterior's top label), beside the fused result; --json always carries them as 'posteriors'")
     a.add_argument("--html", metavar="REPORT.html", help="embedded mode: also write the timeline page (one self-contained HTML file, "
                    "the same view the gateway serves live)")
     a.add_argument("--remote", metavar="GATEWAY", help="send through a running gateway (host:port); the events come back on the same "

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 
 from e2e.conftest import dialogue, new_conversation
+from merc.pipeline.labels import LABELS
 from merc.v1 import common_pb2, gateway_pb2
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +79,9 @@ def test_events_appear_live_on_the_timeline_page(running, gateway, browser):
     page.wait_for_selector(f"#recent a[data-conversation='{conversation}']", timeout=15_000)
     # Details of one utterance, then the picture.
     page.locator("svg .utt[data-seq='1']").click()
-    assert page.locator("#details").is_visible() and "prediction set" in page.locator("#details").inner_text()
+    details = page.locator("#details").inner_text()
+    assert page.locator("#details").is_visible() and "prediction set" in details
+    assert re.search(r"text alone\s+(" + "|".join(LABELS) + r") \d\.\d\d \(calibrated\)", details), details
     out = REPO / os.environ.get("MERC_RUN_DIR", ".run") / "reports"
     out.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out / "timeline.png"), full_page=True)

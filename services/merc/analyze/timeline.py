@@ -55,6 +55,9 @@ def event_json(e: events_pb2.EmotionEvent) -> dict:
         "degraded": bool(e.degraded),
         "missing": [MODALITY_NAMES[m] for m in e.missing_modalities],
         "incongruence": _r(e.incongruence),
+        # What each modality predicted on its own (calibrated): which one made the call.
+        "posteriors": {MODALITY_NAMES[p.modality]: {name: _r(x) for name, x in zip(LABELS, p.probabilities, strict=False)}
+                       for p in e.modality_posteriors},
         "mood": {"speaker": mood_json(e.speaker_mood), "conversation": mood_json(e.conversation_mood)},
         "revision": e.revision,
         "emitted_at_ms": e.emitted_at_ms,

@@ -25,6 +25,7 @@ from merc.media import quality
 from merc.models.context_model import ContextModel, Observation, window_indices
 from merc.models.encoders import AudioEmotionEncoder, FaceEmotionEncoder
 from merc.models.text_encoder import TextEncoder, normalise_text
+from merc.pipeline import calibration as cal
 from merc.pipeline import text_context
 from merc.pipeline.labels import MODALITIES
 from merc.runtime.config import settings
@@ -285,3 +286,10 @@ def evaluate_patterns(model: ContextModel, dev: Paired) -> dict[str, dict]:
         p = predict(model, dev.with_mask(pairing.pattern_mask(len(dev.split.emotion), pattern)))
         out["+".join(pattern)] = p
     return out
+
+
+def fit_experts_on_patterns(out: dict[str, dict], y: np.ndarray) -> dict:
+    """Each expert's temperature (merc.pipeline.calibration.fit_experts) over ``evaluate_patterns``' outputs."""
+    keys = list(out)
+    mask = np.concatenate([np.tile([[float(m in k.split("+")) for m in MODALITIES]], (len(y), 1)) for k in keys])
+    return cal.fit_experts(np.concatenate([out[k]["expert_logits"] for k in keys]), mask, np.tile(y, len(keys)))

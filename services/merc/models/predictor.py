@@ -4,7 +4,8 @@ A version directory (``model_repository/fusion/1``) holds
 - ``config.json``: ContextConfig fields plus ``version``,
 - ``weights.safetensors``: the ContextModel state dict,
 - ``calibration.json``: per modality-availability pattern ``temperature`` and conformal
-  ``threshold`` (merc.pipeline.calibration.fit_patterns), with a pooled ``default``.
+  ``threshold`` (merc.pipeline.calibration.fit_patterns), with a pooled ``default``, and a
+  temperature per modality expert (``experts``: fit_experts).
 
 Triton's adapter (model_repository/fusion/1/model.py) and the in-process client both
 call ``FusionPredictor.infer``, so the two modes read the same files and run the same code.
@@ -14,7 +15,8 @@ Inputs:  TEXT f32 [B,384], AUDIO f32 [B,128], VISION f32 [B,128] (zeros where ab
          SPEAKER i64 [B,1], CTX_FUSED f32 [B,K,H], CTX_SPEAKER i64 [B,K], CTX_VALID f32 [B,K]
 Outputs: PROBS f32 [B,7] (softmax of LOGITS / the pattern's temperature), LOGITS f32 [B,7],
          SENTIMENT f32 [B,3], FUSED f32 [B,H], WEIGHTS f32 [B,3] (the gate's; 0 for absent),
-         EXPERT_PROBS f32 [B,3,7] (each modality's own posterior), INCONGRUENCE f32 [B,1]
+         EXPERT_PROBS f32 [B,3,7] (each modality's own posterior, at its expert's temperature; 0 where
+         absent), INCONGRUENCE f32 [B,1]
          (merc.pipeline.incongruence), IN_SET f32 [B,7] (1 for the labels of the split-conformal
          prediction set), COVERAGE f32 [B,1] (the set's stated coverage)
 """
@@ -30,7 +32,7 @@ from safetensors.torch import load_file
 
 from merc.models.context_model import ContextConfig, ContextModel, Observation
 from merc.pipeline import incongruence
-from merc.pipeline.calibration import for_pattern, pattern_key, prediction_set
+from merc.pipeline.calibration import expert_temperatures, for_pattern, pattern_key, prediction_set
 
 INPUTS = ("TEXT", "AUDIO", "VISION", "MODALITY_MASK", "QUALITY", "SPEAKER", "CTX_FUSED", "CTX_SPEAKER", "CTX_VALID")
 
@@ -45,6 +47,7 @@ class FusionPredictor:
         self._version = str(config.get("version", "unversioned"))
         self.calibration = calibration
         self._coverage = float(calibration["coverage"])
+        self._expert_t = expert_temperatures(calibration)
         self.device = torch.device(device)
         self.model = ContextModel(self.config)
         self.model.load_state_dict(load_file(str(directory / "weights.safetensors")))
@@ -113,7 +116,9 @@ class FusionPredictor:
             p = np.exp(z - z.max())
             probs[i] = p / p.sum()
             in_set[i, prediction_set(probs[i], fit["threshold"])] = 1.0
-        expert_probs = as_np(torch.softmax(out["expert_logits"], -1))
+        expert_logits = as_np(out["expert_logits"]).astype(np.float64) / self._expert_t[None, :, None]
+        expert_probs = np.exp(expert_logits - expert_logits.max(-1, keepdims=True))
+        expert_probs = (expert_probs / expert_probs.sum(-1, keepdims=True)).astype(np.float32)
         return {
             "PROBS": probs,
             "IN_SET": in_set,

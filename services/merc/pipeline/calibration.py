@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from merc.pipeline.labels import MODALITIES
+
 DEFAULT_COVERAGE = 0.90
 
 
@@ -170,3 +172,25 @@ def fit_patterns(logits: np.ndarray, labels: np.ndarray, patterns: list[str], co
 
 def for_pattern(calibration: dict, key: str) -> dict:
     return calibration["patterns"].get(key, calibration["default"])
+
+
+def fit_experts(expert_logits: np.ndarray, mask: np.ndarray, labels: np.ndarray, names=MODALITIES,
+                min_count: int = MIN_PATTERN_COUNT) -> dict:
+    """A temperature per modality expert ([N, M, C] logits), fitted on the rows where that modality is present.
+
+    Events show each modality's own posterior beside the fused one (merc.v1.ModalityPosterior): those
+    must be honest probabilities too, and each expert is over- or under-confident in its own way. An
+    expert with fewer than ``min_count`` rows is left out (``expert_temperatures`` then uses 1).
+    """
+    out = {}
+    for j, name in enumerate(names):
+        rows = np.asarray(mask)[:, j] > 0.5
+        if rows.sum() >= min_count:
+            out[name] = {"temperature": fit_temperature(expert_logits[rows, j], labels[rows]), "n": int(rows.sum())}
+    return out
+
+
+def expert_temperatures(calibration: dict, names=MODALITIES) -> np.ndarray:
+    """[M] temperatures in ``names`` order; 1 for an expert the calibration has no fit for."""
+    experts = calibration.get("experts", {})
+    return np.array([experts.get(n, {}).get("temperature", 1.0) for n in names], dtype=np.float64)

@@ -143,6 +143,7 @@ class EmotionPredictor:
             missing=list(r.missing),
             degraded=bool(r.missing),
             incongruence=round(float(out["INCONGRUENCE"][0]), 6),
+            posteriors={m: [round(float(p), 6) for p in out["EXPERT_PROBS"][MODALITIES.index(m)]] for m in used},
             fused=out["FUSED"].astype(np.float32),
             speaker_moods=moods,
             conversation_mood=conversation_mood,

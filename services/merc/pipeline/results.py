@@ -54,6 +54,8 @@ class UtteranceResult:
     degraded: bool
     fused: np.ndarray
     incongruence: float = 0.0
+    # Each used modality's own calibrated posterior (its expert's), LABELS order: what it predicted alone.
+    posteriors: dict = field(default_factory=dict)
     speaker_moods: dict = field(default_factory=dict)
     conversation_mood: dict = field(default_factory=dict)
     model_version: str = ""

@@ -52,6 +52,8 @@ class UtteranceRow(Base):
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
     # Disagreement of the per-modality posteriors, 0..1 (merc.pipeline.incongruence).
     incongruence: Mapped[float] = mapped_column(Float, default=0.0)
+    # Each used modality's own calibrated posterior, by modality (merc.pipeline.results.UtteranceResult).
+    posteriors: Mapped[dict] = mapped_column(JSON, default=dict)
     # float32 bytes of the fused vector: the context of later utterances.
     fused: Mapped[bytes] = mapped_column(LargeBinary)
     # Every speaker's mood after this utterance, by speaker.

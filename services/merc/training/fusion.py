@@ -46,6 +46,7 @@ from merc.data.fusion_examples import (
     dev_halves,
     dev_pairing,
     evaluate_patterns,
+    fit_experts_on_patterns,
     load_data,
     load_recorded,
     predict,
@@ -295,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = list(out)
     calibration = cal.fit_patterns(np.concatenate([out[k]["logits"] for k in keys]), np.tile(y, len(keys)),
                                    [k for k in keys for _ in y], coverage)
+    calibration["experts"] = fit_experts_on_patterns(out, y)
     calibration["fitted_on"] = "MELD dev with paired RAVDESS actors 19-20 / FER2013 publictest half B, per pattern"
     card = fusion_report.model_card(cfg, per_seed, coverage)
     version = save(repository / "fusion" / "1", model, calibration,
@@ -320,14 +322,15 @@ def train_recorded(data: Data, cfg: FusionTrainConfig, seeds: int, coverage: flo
     per_seed, models = [], []
     for seed in range(seeds):
         model, info = train_one(data, cfg, seed, log)
-        logits = predict(model, dev)["logits"]
-        info["dev"] = metrics.summary(y, logits.argmax(1), len(LABELS))
+        p = predict(model, dev)
+        info["dev"] = metrics.summary(y, p["logits"].argmax(1), len(LABELS))
         log(f"  seed {seed}: dev weighted F1 {info['dev']['weighted_f1']:.4f}")
         per_seed.append(info)
-        models.append((model, logits))
+        models.append((model, p))
     ship = int(np.argmax([s["val_weighted_f1"] for s in per_seed]))
-    model, logits = models[ship]
-    calibration = cal.fit_patterns(logits, y, keys, coverage)
+    model, p = models[ship]
+    calibration = cal.fit_patterns(p["logits"], y, keys, coverage)
+    calibration["experts"] = cal.fit_experts(p["expert_logits"], dev.mask, y)
     calibration["fitted_on"] = "the user's development manifest, per availability pattern"
     card = fusion_report.recorded_card(per_seed, len(y))
     version = save(repository / "fusion" / "1", model, calibration,

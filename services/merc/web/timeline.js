@@ -1,6 +1,7 @@
 // The conversation timeline: one lane per speaker, one stacked bar per utterance (its emotion
-// distribution in fixed label colours), calibrated confidence, prediction set, modality weights,
-// degraded and incongruence markers, and each speaker's mood (valence) line.
+// distribution in fixed label colours), calibrated confidence, prediction set, modality weights and
+// what each modality predicted alone, degraded and incongruence markers, and each speaker's mood
+// (valence) line.
 // Live (served by the gateway, merc.gateway.web): the stored timeline, then server-sent events.
 // Static (`merc analyze --html`): the timelines embedded in the page. Same code for both.
 (function () {
@@ -194,6 +195,14 @@
     points.forEach(function (p) { el("circle", { "class": "mood-dot", cx: p[0], cy: p[1], r: 2.2 }, lane); });
   }
 
+  // What one modality predicted on its own (its calibrated posterior): [top label, its probability], or null.
+  function alone(u, m) {
+    var p = u.posteriors && u.posteriors[m];
+    if (!p) return null;
+    var top = LABELS.reduce(function (a, b) { return (p[b] || 0) > (p[a] || 0) ? b : a; });
+    return [top, p[top] || 0];
+  }
+
   function summary(u) {
     var lines = ["#" + u.utterance + " " + (u.speaker || "") + (u.end_ms > u.start_ms ? " · " + seconds(u.start_ms) + "–" + seconds(u.end_ms) : ""),
       u.label + " " + fmt(u.confidence) + " (calibrated)",
@@ -201,6 +210,9 @@
       "modalities " + u.modalities.map(function (m) { return m + " " + fmt(u.weights[m]); }).join(", ") +
         (u.missing && u.missing.length ? " · missing " + u.missing.join(", ") : ""),
       "incongruence " + fmt(u.incongruence) + (u.degraded ? " · degraded" : "") + (u.revision ? " · revision " + u.revision : "")];
+    var own = u.modalities.map(function (m) { var a = alone(u, m); return a ? m + " " + a[0] + " " + fmt(a[1]) : null; })
+      .filter(Boolean);
+    if (own.length) lines.push("alone: " + own.join(" · "));
     return lines.join("\n");
   }
 
@@ -233,6 +245,10 @@
     row("prediction set", "{" + u.prediction_set.join(", ") + "} · " + Math.round(u.prediction_set_coverage * 100) + "% coverage");
     row("sentiment", u.sentiment);
     u.modalities.forEach(function (m) { row("weight " + m, fmt(u.weights[m]), { share: u.weights[m] || 0, color: MODALITY_COLORS[m] }); });
+    u.modalities.forEach(function (m) {
+      var a = alone(u, m);
+      if (a) row(m + " alone", a[0] + " " + fmt(a[1]) + " (calibrated)", { share: a[1], color: COLORS[a[0]] });
+    });
     row("missing", (u.missing && u.missing.length) ? u.missing.join(", ") : "none");
     row("degraded", u.degraded ? "yes" : "no");
     row("incongruence", fmt(u.incongruence));
