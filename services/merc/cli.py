@@ -107,6 +107,7 @@ def _analyze(args: argparse.Namespace, manifest: str, base: Path | None) -> int:
     from merc.analyze.remote import GatewayError
 
     rows, events, failed = [], [], 0  # rows for the table, events for --html
+    said: dict[tuple[str, int], str] = {}  # --html: what each utterance said (the report shows it; events carry no text)
     pipeline = results = None
     try:
         if args.remote:
@@ -128,6 +129,8 @@ def _analyze(args: argparse.Namespace, manifest: str, base: Path | None) -> int:
             failed += row.get("label") is None
             if result.event is not None:
                 events.append(result.event)
+                if args.html and result.utterance is not None and result.utterance.text:
+                    said[(result.utterance.conversation, result.utterance.utterance)] = result.utterance.text
             if out is not None:
                 out.write(json.dumps(row) + "\n")
                 out.flush()
@@ -149,7 +152,7 @@ def _analyze(args: argparse.Namespace, manifest: str, base: Path | None) -> int:
             from merc.analyze import timeline
 
             Path(args.html).write_text(timeline.report(events, title=Path(args.manifest).name if args.manifest != "-" else "stdin",
-                                                       failed_lines=failed), encoding="utf-8")
+                                                       failed_lines=failed, texts=said), encoding="utf-8")
     if table:
         _print_table(rows, explain=args.explain)
     return EXIT_PARTIAL if failed else EXIT_OK
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--explain", action="store_true", help="the table shows what each modality predicted on its own (its "
                    "calibrated posterior's top label), beside the fused result; --json always carries them as 'posteriors'")
     a.add_argument("--html", metavar="REPORT.html", help="embedded mode: also write the timeline page (one self-contained HTML file, "
-                   "the same view the gateway serves live)")
+                   "the same view the gateway serves live, plus what each utterance said, from the manifest)")
     a.add_argument("--remote", metavar="GATEWAY", help="send through a running gateway (host:port); the events come back on the same "
                    "stream (StreamConversation), so only the gateway needs to be reachable")
     a.add_argument("--api-key", default=None, help="--remote: the API key (default MERC_API_KEY); the key names the tenant")

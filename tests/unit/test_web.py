@@ -390,9 +390,9 @@ def test_analyze_html_writes_one_self_contained_page(tmp_path):
     assert urls <= {"http://www.w3.org/2000/svg"}, urls  # the SVG namespace name is an identifier, never fetched
     assert not re.search(r"<(script|img|link|iframe)[^>]*\s(src|href)=", page, re.I)
     assert "@import" not in page and "url(" not in page
-    # No utterance text: events carry none.
-    for line in (REPO / "examples/conversation.jsonl").read_text().splitlines():
-        assert json.loads(line)["text"] not in page
+    # What was said, from the user's own manifest: the report shows it (the live page never does).
+    said = {(m["conversation"], m["utterance"]): m["text"] for m in map(json.loads, (REPO / "examples/conversation.jsonl").read_text().splitlines())}
+    assert {(conversation["conversation"], u["utterance"]): u["text"] for u in conversation["utterances"]} == said
 
 
 def test_html_needs_the_embedded_mode(tmp_path, capsys):
@@ -400,3 +400,86 @@ def test_html_needs_the_embedded_mode(tmp_path, capsys):
 
     code = main(["analyze", str(REPO / "examples/conversation.jsonl"), "--html", str(tmp_path / "r.html"), "--remote", "127.0.0.1:1"])
     assert code == EXIT_USAGE and "--html" in capsys.readouterr().err
+
+
+# ---- what was said: the report only -------------------------------------------------------------
+
+
+def test_the_live_page_and_its_api_carry_no_text(web):
+    """Only timeline.report takes texts: the gateway's page, stored timeline and event stream have none."""
+    import inspect
+
+    start, bus = web
+    server = start(tenant="tenant-a", keepalive_s=0.2)
+    page = get(server, "/")[2].decode()
+    assert embedded_data(page) == {"mode": "live", "auth": False, "labels": list(LABELS)}  # no utterance, no text
+    status, body = get_json(server, "/api/conversations/call-1")
+    assert status == 200 and body["utterances"] and all("text" not in u for u in body["utterances"])
+    stream = Stream(server, "/api/conversations/call-5/events")
+    try:
+        stream.read_until(": keepalive")
+        publish(bus, "tenant-a", "call-5", 0)
+        assert "text" not in stream.next_data()
+    finally:
+        stream.close()
+    assert "texts" not in inspect.signature(timeline.timeline_json).parameters
+    assert "texts" not in inspect.signature(timeline.event_json).parameters
+    assert "texts" in inspect.signature(timeline.report).parameters
+
+
+INJECTION = "</script><script>alert(1)</script><!-- & </SCRIPT > ]]> \u2028 end"
+
+
+def test_report_text_is_escaped_inside_its_script():
+    events = [to_event(stored("t", "c", 0)), to_event(stored("t", "c", 1))]
+    page = timeline.report(events, texts={("c", 0): INJECTION, ("c", 1): "plain words", ("other", 0): "not in the report"})
+    # Only the page's own two scripts end: the data's and the code's.
+    assert page.lower().count("</script") == 2 and "alert(1)</script>" not in page and "<!--" not in page
+    (t,) = embedded_data(page)["timelines"]
+    assert [u.get("text") for u in t["utterances"]] == [INJECTION, "plain words"]
+    assert "not in the report" not in page
+    # Without texts, no utterance has one.
+    assert all("text" not in u for u in embedded_data(timeline.report(events))["timelines"][0]["utterances"])
+
+
+# ---- contrast (WCAG 2.1): the numbers timeline.css states ---------------------------------------
+
+
+def _luminance(color: str) -> float:
+    c = color.lstrip("#")
+    if len(c) == 3:
+        c = "".join(ch * 2 for ch in c)
+    rgb = [int(c[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    lin = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+TEXT_VARS, BACKGROUND_VARS = ("--fg", "--muted", "--accent", "--alert", "--warn"), ("--bg", "--card", "--lane")
+
+
+def test_every_text_colour_has_aa_contrast_and_markers_stand_out_on_every_emotion_colour():
+    css = timeline.asset("timeline.css")
+    js = timeline.asset("timeline.js")
+    root = dict(re.findall(r"(--[a-z]+):\s*(#[0-9a-fA-F]{3,6})", css.split("}", 1)[0]))
+    for fg in TEXT_VARS:
+        for bg in BACKGROUND_VARS:
+            assert contrast(root[fg], root[bg]) >= 4.5, (fg, bg, contrast(root[fg], root[bg]))
+    assert contrast("#ffffff", root["--accent"]) >= 4.5 and contrast("#ffffff", root["--warn"]) >= 4.5  # buttons, the ! mark
+    # Text is only ever drawn in those colours: every color: in the CSS, and the fill of every SVG text class.
+    colours = set(re.findall(r"(?<![-\w])color:\s*([^;}]+)", css))
+    assert colours <= {f"var({v})" for v in TEXT_VARS} | {"#fff"}, colours
+    for cls in ("label-text", "conf-text", "tick-label", "revision-mark"):
+        (fill,) = re.findall(r"svg \." + cls + r" \{[^}]*fill:\s*([^;}]+)", css)
+        assert fill.strip() in {f"var({v})" for v in TEXT_VARS}, (cls, fill)
+    assert not re.search(r'el\("text", \{[^}]*fill', js), "an SVG text with its own fill (emotion colours are fills only)"
+    # Markers on a bar are a white stroke under a --fg one: one of the two is >= 3:1 on every emotion colour (1.4.11).
+    emotions = json.loads(re.search(r"var COLORS = (\{[^}]*\})", js).group(1).replace(" ", "").replace("{", '{"').replace(":", '":')
+                          .replace(",", ',"'))
+    assert set(emotions) == set(LABELS)
+    for label, fill in emotions.items():
+        assert max(contrast(fill, "#ffffff"), contrast(fill, root["--fg"])) >= 3, (label, fill)

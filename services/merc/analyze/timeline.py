@@ -2,15 +2,16 @@
 
 The gateway serves the page live (merc.gateway.web) and `merc analyze --html` writes it as one
 self-contained file; both come from ``render_page`` over the same files in merc/web/, so the two
-views cannot drift. Nothing here goes beyond what events carry (no utterance text: events have
-none). Field names are those of ``merc analyze --json`` (merc.analyze.embedded.LineResult.to_json) where
+views cannot drift. The timeline JSON is what events carry, no utterance text (events have none);
+only ``report`` adds what was said, from the user's own manifest (``merc analyze --html``): the
+live page and its API never get text. Field names are those of ``merc analyze --json`` (merc.analyze.embedded.LineResult.to_json) where
 the two overlap, plus the utterance's times, the missing modalities and the set's coverage.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 
 from merc.pipeline.join import MODALITY_NAMES
@@ -110,12 +111,22 @@ def render_page(data: dict) -> str:
     return page
 
 
-def report(events: Iterable[events_pb2.EmotionEvent], title: str = "", failed_lines: int = 0) -> str:
+def report(events: Iterable[events_pb2.EmotionEvent], title: str = "", failed_lines: int = 0,
+           texts: Mapping[tuple[str, int], str] | None = None) -> str:
     """The self-contained page `merc analyze --html` writes: every conversation's timeline, in the
-    order the conversations first appear."""
+    order the conversations first appear.
+
+    ``texts``: what was said, by (conversation, utterance), from the manifest the user analysed; the
+    report's tooltips and details show it. It is the only way text reaches the page (the gateway has
+    none to give). It is user content inside a <script>: ``_script_json`` escapes it."""
     by_conversation: dict[str, list[events_pb2.EmotionEvent]] = {}
     for e in events:
         by_conversation.setdefault(e.utterance.conversation_id, []).append(e)
     timelines = [timeline_json(c, es) for c, es in by_conversation.items()]
+    for t in timelines:
+        for u in t["utterances"]:
+            said = (texts or {}).get((t["conversation"], u["utterance"]))
+            if said:
+                u["text"] = said
     return render_page({"mode": "static", "title": title, "labels": list(LABELS), "timelines": timelines,
                         "failed_lines": failed_lines})
