@@ -59,3 +59,13 @@ def triton():
 @pytest.fixture(scope="session")
 def stack():
     return _require("Kafka", "PostgreSQL", "Triton")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the page tests (tests/web_browser.py), one per module (Playwright's sync API holds an
+    event loop while it runs); skips without it (fails under MERC_REQUIRE_STACK=1)."""
+    from web_browser import chromium
+
+    with chromium() as b:
+        yield b

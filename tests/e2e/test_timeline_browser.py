@@ -1,40 +1,24 @@
 """The gateway's timeline page in a real browser against the running stack: headless Chromium from
-Debian (deploy/local/browser.sh installs it) driven by Playwright. Utterances sent through the
-gateway appear on the open page as their events arrive; a reload draws the stored timeline.
-Screenshot: .run/reports/timeline.png."""
+Debian (deploy/local/browser.sh installs it) driven by Playwright (the `browser` fixture,
+tests/web_browser.py). Utterances sent through the gateway appear on the open page as their events
+arrive; a reload draws the stored timeline; axe-core finds no serious or critical accessibility
+violation. Screenshot: .run/reports/timeline.png (the README's live-page picture)."""
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 from conftest import REPO
+from web_browser import VIEWPORT, assert_accessible
 
 from e2e.conftest import dialogue, new_conversation
 from merc.pipeline.labels import LABELS
 from merc.v1 import common_pb2, gateway_pb2
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = Path(os.environ.get("MERC_CHROMIUM", "/usr/bin/chromium"))
 UTTERANCES = 5
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        message = f"no {CHROMIUM}: run deploy/local/browser.sh (Debian's chromium)"
-        if os.environ.get("MERC_REQUIRE_STACK") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        # --no-sandbox: the tests run as root; --disable-dev-shm-usage: small /dev/shm in containers.
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 def utterance_count(page) -> int:
@@ -50,7 +34,7 @@ def wait_for_utterances(page, n: int, timeout_ms: int) -> None:
 def test_events_appear_live_on_the_timeline_page(running, gateway, browser):
     conversation = new_conversation()
     url = f"http://127.0.0.1:{running.http_port}/#c={conversation}"
-    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    page = browser.new_page(viewport=VIEWPORT)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
@@ -77,14 +61,24 @@ def test_events_appear_live_on_the_timeline_page(running, gateway, browser):
     assert page.locator("svg polyline.mood").count() >= 1
     # The recent-conversations list (from the gateway's hub) names it.
     page.wait_for_selector(f"#recent a[data-conversation='{conversation}']", timeout=15_000)
-    # Details of one utterance, then the picture.
+    # Details of one utterance, by click, then by keyboard (Escape closes them), then the picture.
     page.locator("svg .utt[data-seq='1']").click()
     details = page.locator("#details").inner_text()
     assert page.locator("#details").is_visible() and "prediction set" in details
     assert re.search(r"text alone\s+(" + "|".join(LABELS) + r") \d\.\d\d \(calibrated\)", details), details
+    page.keyboard.press("Escape")
+    expect(page.locator("#details")).to_be_hidden()
+    page.locator("svg .utt[data-seq='2']").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#details")).to_be_visible()
+    assert page.locator("#details h2").inner_text().endswith(f"#2 · {lines[2]['speaker']}")
+    assert_accessible(page)  # with the details open: the panel is checked too
     out = REPO / os.environ.get("MERC_RUN_DIR", ".run") / "reports"
     out.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out / "timeline.png"), full_page=True)
+    page.keyboard.press("Escape")
+    expect(page.locator("#details")).to_be_hidden()
+    assert page.evaluate("() => document.activeElement.getAttribute('data-seq')") == "2"  # back on the bar
     # No utterance text reaches the page: events carry none.
     content = page.content()
     assert not any(u["text"] in content for u in lines if len(u["text"]) > 12)
@@ -93,5 +87,6 @@ def test_events_appear_live_on_the_timeline_page(running, gateway, browser):
     page.reload()
     wait_for_utterances(page, len(lines), 30_000)
     assert utterance_count(page) == len(lines)
+    assert_accessible(page)
     assert errors == []
     page.close()

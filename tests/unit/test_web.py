@@ -4,6 +4,7 @@ self-contained report of `merc analyze --html`."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -43,6 +44,13 @@ def stored(tenant: str, conversation: str, seq: int, **kw):
 @pytest.fixture
 def web(tmp_path):
     """(start, bus): start(**settings) serves the page over a store with tenant-a's call-1 and tenant-b's call-9."""
+    with serving(tmp_path) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving(tmp_path):
+    """The ``web`` fixture's body (tests/unit/test_page_browser.py opens the same server in Chromium)."""
     store = Store(f"sqlite:///{tmp_path / 'merc.db'}")
     store.migrate()
     store.upsert([stored("tenant-a", "call-1", 0), stored("tenant-a", "call-1", 1, speaker="b")])
@@ -59,11 +67,13 @@ def web(tmp_path):
         servers.append(server)
         return server
 
-    yield start, bus
-    for s in servers:
-        s.stop()
-    hub.stop()
-    store.close()
+    try:
+        yield start, bus
+    finally:
+        for s in servers:
+            s.stop()
+        hub.stop()
+        store.close()
 
 
 def get(server: WebServer, path: str, key: str | None = None, bearer: bool = False, context=None):
