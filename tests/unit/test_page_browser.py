@@ -6,7 +6,8 @@ details on Enter/Space/click, Escape), what was said in the report only, and axe
 serious or critical violation. Skips without Chromium/axe-core (deploy/local/browser.sh) unless
 MERC_REQUIRE_STACK=1.
 
-MERC_UPDATE_SCREENSHOTS=1 also writes the README's pictures, docs/report.png and docs/timeline.png."""
+Pictures: .run/reports/report.png and timeline-local.png; MERC_UPDATE_SCREENSHOTS=1 also writes the
+README's docs/report.png (the live page's is the e2e test's .run/reports/timeline.png)."""
 
 from __future__ import annotations
 
@@ -88,10 +89,10 @@ def text_colours(page) -> set[tuple[str, str]]:
     }""")}
 
 
-def shoot(page, name: str, docs_name: str) -> None:
+def shoot(page, name: str, docs_name: str | None = None) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name), full_page=True)
-    if os.environ.get("MERC_UPDATE_SCREENSHOTS") == "1":
+    if docs_name and os.environ.get("MERC_UPDATE_SCREENSHOTS") == "1":
         page.screenshot(path=str(REPO / "docs" / docs_name), full_page=True)
 
 
@@ -190,6 +191,6 @@ def test_the_live_page_without_the_stack_is_accessible_keeps_the_focus_and_carri
     expect(page.locator("#details")).to_be_visible()
     assert page.locator("#details blockquote").count() == 0  # events carry no text
     assert_accessible(page)
-    shoot(page, "timeline-local.png", "timeline.png")
+    shoot(page, "timeline-local.png")
     assert errors == []
     page.close()
