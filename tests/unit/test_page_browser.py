@@ -190,6 +190,9 @@ def test_the_live_page_without_the_stack_is_accessible_keeps_the_focus_and_carri
     page.keyboard.press("Enter")
     expect(page.locator("#details")).to_be_visible()
     assert page.locator("#details blockquote").count() == 0  # events carry no text
+    # A new revision of the open utterance updates its details.
+    publish(bus, "tenant-a", "call-1", 0, label="anger", revision=1)
+    expect(page.locator("#details tr", has_text="emotion")).to_contain_text("anger")
     assert_accessible(page)
     shoot(page, "timeline-local.png")
     assert errors == []

@@ -170,7 +170,9 @@
       " speaker" + (speakers.length === 1 ? "" : "s") + (revised ? " · " + revised + " revised" : "") +
       (list.length ? "" : " · waiting for events");
     this.zoomText.textContent = "zoom " + fmt(this.zoom, this.zoom % 1 ? 1 : 0) + "×";
-    if (shown && shown.view === this && this.utterances[shown.seq]) details(this, this.utterances[shown.seq], false);
+    // Open details follow a new revision of their utterance (and only then: a rebuild would drop the focus in them).
+    var current = shown && shown.view === this && this.utterances[shown.seq];
+    if (current && current.revision !== shown.revision) details(this, current, false);
   };
 
   View.prototype.bar = function (seq) { return this.scroll.querySelector("svg .utt[data-seq='" + Number(seq) + "']"); };
@@ -339,8 +341,9 @@
     view.selected = u.utterance;
     var g = view.bar(u.utterance);
     if (g) g.classList.add("selected");
-    shown = { view: view, seq: u.utterance };
+    shown = { view: view, seq: u.utterance, revision: u.revision };
     var box = $("details");
+    moveFocus = moveFocus || box.contains(document.activeElement);
     box.textContent = "";
     box.hidden = false;
     var head = html("div", { "class": "title" }, null, box);
