@@ -15,7 +15,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --
   --include_imports --include_source_info --descriptor_set_out=$(1)/merc/v1/merc.protoset protos/merc/v1/*.proto
 PROTOSET := dist/merc.protoset
 
-.PHONY: help install run test lint up down proto proto-check protoset buf-lint models bench bench-idle clean
+.PHONY: help install run test lint up down proto proto-check protoset buf-lint buf-breaking models bench bench-idle clean
 
 help:
 	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-idle  10,000 idle conversations a round: fusion and gateway memory after eviction"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
 	@echo "make protoset  $(PROTOSET): the event schemas as a descriptor set, for a release"
+	@echo "make buf-breaking AGAINST=REF  protos/ against a git ref (default main): no wire or API break"
 	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
 	@echo "make images  build and push the container images (needs Docker; REGISTRY=... TAG=...)"
 	@echo "make images-local  build the four images here with podman (no registry needed)"
@@ -81,6 +82,12 @@ $(BUF):
 buf-lint: $(BUF)
 	$(BUF) lint
 	@echo "buf lint: ok"
+
+# Consumers decode merc.emotions with these schemas: a change must stay readable by the old ones (buf.yaml: FILE).
+AGAINST ?= main
+buf-breaking: $(BUF)
+	$(BUF) breaking --against '.git#ref=$(AGAINST)'
+	@echo "buf breaking against $(AGAINST): ok"
 
 # Retrains every model from the corpora in MERC_DATA_DIR (merc.data). The shipped text, audio and face weights were trained with
 # DEVICE=cuda (same code; on one H100/H200: text ~3 min for 3 seeds, audio ~3 min a seed, vision ~5 min
