@@ -88,7 +88,13 @@ for wheel in "$index"/files/*; do
   mkdir -p "$index/simple/$name"
   ln -sf "../../files/$(basename "$wheel")" "$index/simple/$name/"
 done
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A fixed address: the index URL is a build argument, so it is part of the cache key of every layer
+# from the PyTorch install on; a new port each run rebuilt those layers (gigabytes, minutes) each time.
+port="${MERC_TORCH_INDEX_PORT:-28099}"
+if port_open "$port"; then
+  echo "images: port $port is taken; the local PyTorch index needs it (set MERC_TORCH_INDEX_PORT)" >&2
+  exit 1
+fi
 python3 -m http.server --bind 127.0.0.1 --directory "$index" "$port" >>"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
