@@ -131,10 +131,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         ref.CopyFrom(request.utterance)
         ref.tenant = tenant
         stored = self._stored(ref)
-        done = resend.analysed(stored, given)
-        if done and set(done) >= set(given):
+        if resend.nothing_new(stored, given):
             return gateway_pb2.AnalyzeUtteranceResponse(utterance=ref), (grpc.StatusCode.ALREADY_EXISTS, resend.refusal(stored))
-        given = [m for m in given if m not in done]
         common = {"utterance": ref, "expected_modalities": [MODALITY_ENUMS[m] for m in given], "sent_at_ms": int(time.time() * 1000)}
         # Each encoder gets its own inputs only: a request's frames are not sent to the text encoder too.
         inputs = {"text": {"text": request.text, "context_text": request.context_text},
@@ -144,8 +142,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         calls = {m: self._pool.submit(self._encode, m, encoder_pb2.EncodeRequest(**common, **inputs[m]), metadata)
                  for m in given if m not in refused}
         response = gateway_pb2.AnalyzeUtteranceResponse(utterance=ref)
-        for m in done:
-            response.errors.add(modality=MODALITY_ENUMS[m], reason=f"analysed already (revision {stored.revision}): not analysed again")
         failures = []
         for m, reason in refused.items():
             failures.append(grpc.StatusCode.INVALID_ARGUMENT)

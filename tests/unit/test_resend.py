@@ -8,6 +8,7 @@ import pytest
 from merc.analyze import embedded
 from merc.cli import main
 from merc.gateway.server import GatewayServicer
+from merc.pipeline import resend
 from merc.runtime.serving import Server
 from merc.store import Store, StoreUnavailable
 from merc.v1 import common_pb2, encoder_pb2, gateway_pb2, gateway_pb2_grpc
@@ -72,13 +73,20 @@ def test_changed_text_under_an_analysed_id_is_refused_not_ignored(gateway):
     assert encoders["text"].calls == []  # nothing encoded, nothing published
 
 
-def test_a_new_modality_for_an_analysed_utterance_is_analysed_alone(gateway):
+def test_a_re_send_that_adds_a_modality_goes_through_whole(gateway):
+    # Whole: were only the frames sent, a join that has forgotten the utterance would store a result of
+    # the frames alone in place of the one with the text (merc.pipeline.resend).
     stub, encoders = gateway
     reply = stub.AnalyzeUtterance(request(3, "the same or not", frames=1), timeout=10)
-    assert list(reply.modalities) == [common_pb2.MODALITY_VISION]
-    assert [(e.modality, e.reason) for e in reply.errors] == [(common_pb2.MODALITY_TEXT, "analysed already (revision 0): not analysed again")]
-    assert encoders["text"].calls == [] and len(encoders["vision"].calls) == 1
-    assert list(encoders["vision"].calls[0].expected_modalities) == [common_pb2.MODALITY_VISION]
+    assert list(reply.modalities) == [common_pb2.MODALITY_TEXT, common_pb2.MODALITY_VISION] and not reply.errors
+    assert len(encoders["text"].calls) == 1 and len(encoders["vision"].calls) == 1
+    assert list(encoders["vision"].calls[0].expected_modalities) == [common_pb2.MODALITY_TEXT, common_pb2.MODALITY_VISION]
+
+
+def test_nothing_new_compares_with_what_the_stored_result_stands_for():
+    stored = result(3)  # text
+    assert resend.nothing_new(stored, ["text"])
+    assert not resend.nothing_new(stored, ["text", "audio"]) and not resend.nothing_new(None, ["text"])
 
 
 def test_a_new_utterance_is_analysed_as_ever(gateway):

@@ -103,12 +103,11 @@ class EmbeddedPipeline:
         context = self._recent.next(u.conversation, u.speaker, u.text or "")
         # As the gateway does (merc.pipeline.resend): what the stored result stands for is not analysed again.
         stored = self.store.result(self.settings.tenant, u.conversation, u.utterance)
-        done = resend.analysed(stored, u.given)
-        if done and set(done) >= set(u.given):
+        if resend.nothing_new(stored, u.given):
             result.event = to_event(stored)
             result.notes.append(STORED_NOTE)
             return result
-        for modality in (m for m in u.given if m not in done):
+        for modality in u.given:
             encoder = self.encoders.get(modality)
             if encoder is None:
                 result.errors.append(f"line {u.line}: {modality} given but no {modality} encoder is available in this build")

@@ -1,13 +1,16 @@
-"""A re-sent utterance: each of its modalities is analysed once.
+"""A re-sent utterance: what its stored result already stands for is not analysed again.
 
 An utterance id (tenant, conversation, sequence) names one moment of a conversation, and its event
-stands for the content first analysed for each modality. A re-send may still add a modality its
-stored result lacks (the event gets a revision, as it does for a modality that arrives late), but
-a modality already analysed is not analysed again: new content under an old id would otherwise be
-answered OK and silently ignored, its stored result standing for words it never saw. A re-send with
-nothing new is refused (ALREADY_EXISTS) with the reason; changed content is a new utterance, under a
-new sequence number. For a client retrying an UNAVAILABLE, ALREADY_EXISTS means an earlier attempt
-got through.
+stands for the content first analysed for each modality. A re-send that brings no modality the
+stored result lacks is refused (ALREADY_EXISTS) with the reason: new content under an old id would
+otherwise be answered OK and silently ignored, the stored result standing for words it never saw.
+Changed content is a new utterance, under a new sequence number. For a client retrying an
+UNAVAILABLE, ALREADY_EXISTS means an earlier attempt got through.
+
+A re-send that does add a modality (the camera's frames after a degraded event) goes through
+whole, as before: while fusion's join remembers the utterance it drops the modalities it has as
+duplicates and emits a revision with the new one; one it has forgotten is joined afresh from
+everything sent, so the stored result never loses a modality it had.
 
 The check reads stored results: a re-send that arrives before the first one's event is stored meets
 fusion's join instead, which drops a second copy of a modality as a duplicate.
@@ -20,9 +23,9 @@ from collections.abc import Iterable
 from merc.pipeline.results import UtteranceResult
 
 
-def analysed(stored: UtteranceResult | None, given: Iterable[str]) -> list[str]:
-    """The given modalities that the utterance's stored result already stands for."""
-    return [] if stored is None else [m for m in given if m in stored.modalities]
+def nothing_new(stored: UtteranceResult | None, given: Iterable[str]) -> bool:
+    """Whether the utterance has a stored result that already stands for every given modality."""
+    return stored is not None and set(given) <= set(stored.modalities)
 
 
 def refusal(stored: UtteranceResult) -> str:

@@ -66,8 +66,8 @@ class GatewayServiceServicer:
         once every given modality has been encoded and published; the event
         follows on merc.emotions. Each modality of an utterance is analysed once:
         a re-send with no modality its stored result lacks is ALREADY_EXISTS (new
-        content goes under a new sequence); one that adds a modality sends only
-        that one, the others listed in `errors` as analysed already.
+        content goes under a new sequence); one that adds a modality is analysed
+        (the event gets a revision).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
