@@ -10,10 +10,24 @@
 #      conversations flow (0 lost, 0 duplicated), helm uninstall leaving nothing behind
 # Report: $MERC_RUN_DIR/reports/k8s.json. Exit status: non-zero on any failure.
 # Do not run it beside `make test` or `make up`: they share the local stack's ports.
-#   MERC_K8S_KEEP=1   leave the cluster and the stack running afterwards (to look around)
+#   MERC_K8S_KEEP=1         leave the cluster and the stack running afterwards (to look around)
+#   MERC_K8S_MIN_FREE_GB=30 free disk it insists on before starting (see below)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
+# At its peak a run holds a PyTorch layer being committed (podman, under /var/tmp and
+# /var/lib/containers) and old and new images in the node's containerd (under .run): a disk that
+# fills halfway fails a build after many minutes, so say so at once.
+need_gb="${MERC_K8S_MIN_FREE_GB:-30}"
+for dir in "$REPO" /var/lib/containers /var/tmp; do
+  [ -d "$dir" ] || continue
+  free_gb=$(($(df -Pk "$dir" | awk 'NR == 2 {print $4}') / 1024 / 1024))
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "test-k8s: $free_gb GB free under $dir, $need_gb GB needed (MERC_K8S_MIN_FREE_GB); free some" \
+      "(podman image prune, $REPO/.run/k8s/cluster/containerd) and run again" >&2
+    exit 1
+  fi
+done
 # The node's address: pods reach Kafka and PostgreSQL there.
 MERC_STACK_HOST="${MERC_STACK_HOST:-$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')}"
 [ -n "$MERC_STACK_HOST" ] || { echo "test-k8s: no IPv4 address to reach this node by" >&2; exit 1; }
