@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 from merc.models.context_model import ContextConfig, ContextModel, Observation
 from merc.pipeline import incongruence
-from merc.pipeline.calibration import expert_temperatures, for_pattern, pattern_key, prediction_set
+from merc.pipeline.calibration import expert_temperatures, for_pattern, pattern_key, prediction_set, softmax
 
 INPUTS = ("TEXT", "AUDIO", "VISION", "MODALITY_MASK", "QUALITY", "SPEAKER", "CTX_FUSED", "CTX_SPEAKER", "CTX_VALID")
 
@@ -116,9 +116,8 @@ class FusionPredictor:
             p = np.exp(z - z.max())
             probs[i] = p / p.sum()
             in_set[i, prediction_set(probs[i], fit["threshold"])] = 1.0
-        expert_logits = as_np(out["expert_logits"]).astype(np.float64) / self._expert_t[None, :, None]
-        expert_probs = np.exp(expert_logits - expert_logits.max(-1, keepdims=True))
-        expert_probs = (expert_probs / expert_probs.sum(-1, keepdims=True)).astype(np.float32)
+        # Each expert at its own temperature (calibration.json "experts").
+        expert_probs = softmax(as_np(out["expert_logits"]).astype(np.float64) / self._expert_t[None, :, None]).astype(np.float32)
         return {
             "PROBS": probs,
             "IN_SET": in_set,
