@@ -30,7 +30,10 @@ from merc.bus.base import (
 
 log = logging.getLogger(__name__)
 
-LINGER_MS = 2
+# No linger: an encoder waits for its record's acknowledgement before it answers, and kafka-python's
+# linger costs ~2.5 ms of every such wait (measured: produce + ack 3.1 ms at 2, 0.7 ms at 0). Records
+# still batch under load: with one request in flight, what arrives meanwhile goes out together.
+LINGER_MS = 0
 # A delivery's wait outlasts the producer's own delivery timeout by this much, so that it is the
 # producer that declares a record failed (its expiry check runs on the sender thread's schedule).
 EXPIRY_GRACE_S = 1.0

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from merc.inference import InferenceClient, InferenceUnavailable
 from merc.runtime import telemetry
+
+# How long a model's version string is reused: it goes into every event, and reading the config for it
+# was a second round trip per request. A model Triton reloads with new weights is named within this.
+VERSION_TTL_S = 30.0
 
 
 class TritonInference(InferenceClient):
@@ -16,6 +22,7 @@ class TritonInference(InferenceClient):
         self._timeout = timeout_s
         self._outputs: dict[str, list[str]] = {}
         self._max_batch: dict[str, int] = {}
+        self._versions: dict[str, tuple[float, str]] = {}  # model -> (read at, monotonic; version)
 
     def _output_names(self, model: str) -> list[str]:
         if model not in self._outputs:
@@ -56,8 +63,12 @@ class TritonInference(InferenceClient):
         return {n: result.as_numpy(n) for n in self._output_names(model)}
 
     def version(self, model: str) -> str:
-        config = self._config(model)
-        return config.get("parameters", {}).get("model_version", {}).get("string_value", f"{model}:1")
+        read_at, version = self._versions.get(model, (float("-inf"), ""))
+        if time.monotonic() - read_at > VERSION_TTL_S:
+            config = self._config(model)
+            version = config.get("parameters", {}).get("model_version", {}).get("string_value", f"{model}:1")
+            self._versions[model] = (time.monotonic(), version)
+        return version
 
     def input_shapes(self, model: str) -> dict[str, list[int]]:
         try:
