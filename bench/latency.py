@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -77,6 +79,50 @@ def media(seed: int = 0) -> tuple[bytes, list[bytes]]:
         Image.fromarray(img).save(b, format="PNG")
         faces.append(b.getvalue())
     return buf.getvalue(), faces
+
+
+# Each service's /metrics (deploy/local/services.sh's ports): the stage histograms they keep anyway.
+METRICS = {"gateway": ("MERC_GATEWAY_METRICS_PORT", 29050), "encoder-text": ("MERC_TEXT_ENCODER_METRICS_PORT", 29061),
+           "encoder-audio": ("MERC_AUDIO_ENCODER_METRICS_PORT", 29062), "encoder-vision": ("MERC_VISION_ENCODER_METRICS_PORT", 29063),
+           "fusion": ("MERC_FUSION_METRICS_PORT", 29070)}
+# Histograms whose mean per observation is a stage of an utterance's path, as (service, family, label).
+STAGES = [("gateway", "merc_grpc_server_handling_seconds", "method"), ("gateway", "merc_gateway_fanout_seconds", "modality"),
+          ("encoder-text", "merc_encoder_stage_seconds", "stage"), ("encoder-text", "merc_inference_seconds", "model"),
+          ("encoder-audio", "merc_encoder_stage_seconds", "stage"), ("encoder-vision", "merc_encoder_stage_seconds", "stage"),
+          ("fusion", "merc_fusion_stage_seconds", "stage"), ("fusion", "merc_inference_seconds", "model"),
+          ("fusion", "merc_fusion_join_wait_seconds", "outcome")]
+
+
+def scrape() -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(service, family, label value) -> (sum, count) of the stage histograms; a service not answering is left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, str, str], list[float]] = {}
+    for service, (env, default) in METRICS.items():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{os.environ.get(env, default)}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for svc, name, label in STAGES:
+                if svc != service or family.name != name:
+                    continue
+                for sample in family.samples:
+                    if sample.name in (name + "_sum", name + "_count") and label in sample.labels:
+                        slot = out.setdefault((service, name, sample.labels[label]), [0.0, 0.0])
+                        slot[sample.name.endswith("_count")] += sample.value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def stage_means(before: dict, after: dict) -> dict[str, dict]:
+    """Mean ms per observation of each stage between two scrapes (only stages observed in between)."""
+    out = {}
+    for key, (total, count) in sorted(after.items()):
+        total0, count0 = before.get(key, (0.0, 0.0))
+        if count > count0:
+            out[" ".join(key)] = {"n": int(count - count0), "mean_ms": (total - total0) * 1000 / (count - count0)}
+    return out
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -205,7 +251,9 @@ def main() -> None:
               "join_window_ms": cfg.join_window_ms, "mixes": {}, "encoders": run_encoders(cfg, min(args.utterances, 50), audio, faces)}
     with tempfile.TemporaryDirectory() as tmp:
         for name, mix in MIXES.items():
+            before = scrape()
             stack = run_stack(cfg, gateway, mix, args.utterances, args.gap_ms / 1000, audio, faces)
+            stack["service_stages"] = stage_means(before, scrape())
             embedded = run_embedded(mix, args.utterances, Path(tmp), audio, faces)
             report["mixes"][name] = {"stack": stack, "embedded": embedded,
                                      "ratio_p50_stack_over_embedded": stack["stages"]["total"]["p50"] / embedded["p50"]}
@@ -233,6 +281,13 @@ def main() -> None:
            "| encoder | n | p50 | p95 | p99 |", "|---|---|---|---|---|"]
     for m, p in report["encoders"].items():
         md.append(f"| {m} | {p['n']} | {p['p50']:.1f} | {p['p95']:.1f} | {p['p99']:.1f} |")
+    md += ["", "Where the time goes, from the services' own stage histograms over each mix's run (mean ms per "
+           "observation; the gateway's and fusion's stages are per call and per fusion step):", "",
+           "| stage | " + " | ".join(report["mixes"]) + " |", "|---|" + "---|" * len(report["mixes"])]
+    keys = list(dict.fromkeys(k for r in report["mixes"].values() for k in r["stack"]["service_stages"]))
+    for k in keys:
+        cells = [r["stack"]["service_stages"].get(k) for r in report["mixes"].values()]
+        md.append(f"| {k} | " + " | ".join(f"{c['mean_ms']:.1f}" if c else "" for c in cells) + " |")
     md += ["", f"Command: `{report['command']}` (on the local stack, 2-core CPU machine)"]
     Path(args.out + ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

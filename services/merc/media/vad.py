@@ -22,7 +22,10 @@ def _model():
         # The package's own deprecation notices (torch.jit.load, importlib path()) are not ours to act on.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad()
+        # The package's ONNX export under ONNX Runtime: the same speech timestamps (checked on RAVDESS clips)
+        # in half the time of its TorchScript model (3 s clip, 1 thread: 16 ms vs 33 ms), and the
+        # audio encoder runs this on every request.
+        return load_silero_vad(onnx=True)
 
 
 def speech_segments(wave: np.ndarray) -> list[tuple[int, int]]:
