@@ -21,8 +21,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from merc.pipeline.text_context import causal_context
 
 GPU_CONFIG = Path("configs") / "gpu.pbtxt"
@@ -67,7 +65,7 @@ WARMUP_FILES: dict[str, dict[str, Callable[[str], bytes]]] = {
         "context": lambda config: strings(causal_context(_HISTORY)),
     },
     # The whole clip is real: its length is what the warm-up's WAVE holds.
-    "audio_encoder": {"length": lambda config: np.array(warmup_dims(config, "WAVE")[-1:], "<i8").tobytes()},
+    "audio_encoder": {"length": lambda config: struct.pack("<q", warmup_dims(config, "WAVE")[-1])},
 }
 
 
