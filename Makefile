@@ -15,7 +15,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --
   --include_imports --include_source_info --descriptor_set_out=$(1)/merc/v1/merc.protoset protos/merc/v1/*.proto
 PROTOSET := dist/merc.protoset
 
-.PHONY: help install run test lint up down proto proto-check protoset buf-lint buf-breaking models bench bench-idle clean
+.PHONY: help install run test lint up down proto proto-check protoset model-configs model-configs-check buf-lint buf-breaking models bench bench-idle clean
 
 help:
 	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench   latency, throughput and load on the local stack + model quality: bench/results/"
 	@echo "make bench-idle  10,000 idle conversations a round: fusion and gateway memory after eviction"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
+	@echo "make model-configs  regenerate model_repository/*/configs/gpu.pbtxt and warmup/ from each config.pbtxt"
 	@echo "make protoset  $(PROTOSET): the event schemas as a descriptor set, for a release"
 	@echo "make buf-breaking AGAINST=REF  protos/ against a git ref (default main): no wire or API break"
 	@echo "make deploy-check  lint/render/validate the Helm chart, compose file and Dockerfiles"
@@ -75,6 +76,14 @@ proto-check: install
 # The release's descriptor set (examples/README.md, "Consuming events"): the committed one, once checked against protos/.
 protoset: proto-check
 	@mkdir -p $(dir $(PROTOSET)) && cp services/merc/v1/merc.protoset $(PROTOSET) && echo "$(PROTOSET)"
+
+# Each model's configs/gpu.pbtxt (tritonserver --model-config-name=gpu) and warm-up samples, from its config.pbtxt.
+model-configs: install
+	$(PY) -m merc.models.triton_configs model_repository
+
+# Fails when a committed one is not what its config.pbtxt generates (tests/unit/test_triton_configs.py checks the same).
+model-configs-check: install
+	$(PY) -m merc.models.triton_configs --check model_repository && echo "model configs are up to date"
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)

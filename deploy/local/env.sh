@@ -23,6 +23,9 @@ MERC_TRITON_GRPC_PORT="${MERC_TRITON_GRPC_PORT:-18001}"
 MERC_TRITON_METRICS_PORT="${MERC_TRITON_METRICS_PORT:-18002}"
 MERC_TRITON_URL="${MERC_TRITON_URL:-127.0.0.1:$MERC_TRITON_GRPC_PORT}"
 MERC_TRITON_START_TIMEOUT="${MERC_TRITON_START_TIMEOUT:-300}"
+# cpu: every model's config.pbtxt (KIND_CPU). gpu: their configs/gpu.pbtxt (KIND_GPU; generated from
+# config.pbtxt by `make model-configs`), chosen by tritonserver's --model-config-name=gpu.
+MERC_TRITON_DEVICE="${MERC_TRITON_DEVICE:-cpu}"
 MERC_MODEL_REPOSITORY="${MERC_MODEL_REPOSITORY:-$REPO/model_repository}"
 # The virtualenv the python-backend models run in (their EXECUTION_ENV_PATH) and the one
 # holding tritonserver (nvidia-pytriton pins numpy<2 and more, so it is kept apart).

@@ -86,7 +86,13 @@ wait_ready() {
 }
 
 launch() {
-  echo "=== $(date -Is) tritonserver start, models from $MERC_MODEL_REPOSITORY" >>"$log"
+  local device_args=()
+  case "$MERC_TRITON_DEVICE" in
+    cpu) ;;
+    gpu) device_args=(--model-config-name=gpu) ;;
+    *) echo "triton: MERC_TRITON_DEVICE must be cpu or gpu, not '$MERC_TRITON_DEVICE'" >&2; exit 2 ;;
+  esac
+  echo "=== $(date -Is) tritonserver start, models from $MERC_MODEL_REPOSITORY ($MERC_TRITON_DEVICE configs)" >>"$log"
   # setsid: its own process group, so `stop` also ends python-backend stubs it leaves behind.
   # nvidia_pytriton.libs holds the bundled shared libraries (CUDA runtime stub, etc.).
   LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" nohup setsid "$SERVER_DIR/bin/tritonserver" \
@@ -95,7 +101,7 @@ launch() {
     --http-address=127.0.0.1 --http-port="$MERC_TRITON_HTTP_PORT" \
     --grpc-address=127.0.0.1 --grpc-port="$MERC_TRITON_GRPC_PORT" \
     --metrics-address=127.0.0.1 --metrics-port="$MERC_TRITON_METRICS_PORT" \
-    --allow-metrics=true --allow-gpu-metrics=false --log-verbose=0 \
+    --allow-metrics=true --allow-gpu-metrics=false --log-verbose=0 "${device_args[@]}" \
     >>"$log" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }

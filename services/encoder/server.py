@@ -46,8 +46,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 def warm_up(modality: ModalityPlugin, stopped: threading.Event, first_delay_s: float = 0.5, max_delay_s: float = 10.0) -> bool:
     """One warm-up call, retried until the inference backend answers it (False if ``stopped`` first).
 
-    SERVING waits for it: a cold first call can take seconds, long enough to miss the join window,
-    and an encoder that cannot reach its models must not look ready while every call fails.
+    SERVING waits for it: an encoder that cannot reach its models must not look ready while every
+    call fails. The models' own warm-up is Triton's ``model_warmup`` (model_repository/*/config.pbtxt),
+    run before Triton reports them ready; this call proves the encoder reaches its model and warms the
+    encoder's own path to it (its client's connection, media decoding, the in-process model when embedded).
     """
     delay = first_delay_s
     while not stopped.is_set():

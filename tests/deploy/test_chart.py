@@ -482,6 +482,17 @@ def test_gpu_values_give_triton_a_gpu_and_the_models_from_a_volume():
     assert "nvidia.com/gpu" not in pod_spec(cpu)["containers"][0]["resources"].get("limits", {})
 
 
+@pytest.mark.parametrize("name", VALUES)
+def test_triton_loads_the_gpu_model_configs_exactly_when_it_gets_a_gpu(name):
+    triton = [o for o in objects(render(name), "Deployment") if component(o) == "triton"]
+    if not triton:
+        pytest.skip(f"{name}: Triton runs outside the chart")
+    [c] = pod_spec(triton[0])["containers"]
+    gpu = effective_values(name)["triton"]["gpu"]
+    assert ("--model-config-name=gpu" in c["args"]) == gpu["enabled"]
+    assert (gpu["resourceName"] in c["resources"].get("limits", {})) == gpu["enabled"]
+
+
 def test_ingress_routes_grpc_to_the_gateway_with_tls():
     docs = render("all-features")
     [ing] = [o for o in objects(docs, "Ingress") if o["metadata"]["name"] == "merc-gateway"]

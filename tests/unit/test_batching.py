@@ -43,3 +43,12 @@ def test_one_call_per_batch_and_split_back():
 def test_parameters_reads_string_values():
     args = {"model_config": json.dumps({"parameters": {"TORCH_THREADS": {"string_value": "2"}}})}
     assert batching.parameters(args) == {"TORCH_THREADS": "2"}
+
+
+def test_device_follows_the_instance_triton_made():
+    # The python backend passes every arg as a string.
+    assert str(batching.device({"model_instance_kind": "GPU", "model_instance_device_id": "1"})) == "cuda:1"
+    assert str(batching.device({"model_instance_kind": "CPU", "model_instance_device_id": "0"})) == "cpu"
+    # KIND_MODEL (or an older backend that sends no kind) leaves placement to the model: the CPU here.
+    assert str(batching.device({"model_instance_kind": "MODEL", "model_instance_device_id": "0"})) == "cpu"
+    assert str(batching.device({})) == "cpu"

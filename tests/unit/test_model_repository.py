@@ -3,9 +3,14 @@
 import hashlib
 import json
 import re
+import struct
 
+import numpy as np
 import pytest
 from conftest import REPO
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import triton_to_np_dtype
 
 MODELS = REPO / "model_repository"
 TRAINED = sorted(p.parent.parent for p in MODELS.glob("*/1/SHA256SUMS"))
@@ -58,3 +63,50 @@ def test_fusion_calibration_covers_every_modality_pattern():
     patterns = {"text", "audio", "vision", "text+audio", "text+vision", "audio+vision", "text+audio+vision"}
     assert set(calibration["patterns"]) == patterns
     assert all(p["temperature"] > 0 and 0 < p["threshold"] <= 1 for p in calibration["patterns"].values())
+
+
+def triton_config(path):
+    """A config.pbtxt as Triton reads it: a ModelConfig message (an unknown or misplaced field fails here too)."""
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+CONFIGS = sorted([*MODELS.glob("*/config.pbtxt"), *MODELS.glob("*/configs/*.pbtxt")])
+
+
+def _string_elements(data: bytes) -> list[bytes]:
+    out = []
+    while data:
+        (n,) = struct.unpack("<I", data[:4])
+        out.append(data[4 : 4 + n])
+        assert len(out[-1]) == n, "truncated string element"
+        data = data[4 + n :]
+    return out
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(MODELS)))
+def test_warmup_inputs_match_the_declared_inputs(path):
+    # Triton refuses to load a model whose warm-up sample does not fit its inputs, and skips a batch of 0.
+    config = triton_config(path)
+    model_dir = path.parent if path.name == "config.pbtxt" else path.parent.parent
+    declared = {i.name: i for i in config.input}
+    assert config.model_warmup, "no model_warmup: the first real call would be a cold one"
+    for sample in config.model_warmup:
+        assert 1 <= sample.batch_size <= config.max_batch_size, sample.name
+        assert set(sample.inputs) <= set(declared), sample.name
+        assert {n for n, i in declared.items() if not i.optional} <= set(sample.inputs), sample.name
+        for name, given in sample.inputs.items():
+            want = declared[name]
+            assert given.data_type == want.data_type, name
+            assert len(given.dims) == len(want.dims), name
+            assert all(g == w if w != -1 else g > 0 for g, w in zip(given.dims, want.dims, strict=True)), name
+            kind = given.WhichOneof("input_data_type")
+            assert kind in ("zero_data", "input_data_file"), f"{name}: random data could be a NaN or a bad index"
+            if kind == "input_data_file":
+                data = (model_dir / "warmup" / given.input_data_file).read_bytes()
+                count = int(np.prod(given.dims))
+                if want.data_type == model_config_pb2.TYPE_STRING:
+                    elements = _string_elements(data)
+                    assert len(elements) == count and all(e.decode().strip() for e in elements), name
+                else:
+                    dtype = triton_to_np_dtype(model_config_pb2.DataType.Name(want.data_type).removeprefix("TYPE_"))
+                    assert len(data) == count * np.dtype(dtype).itemsize, name

@@ -12,7 +12,7 @@ from merc.models.encoders import FaceEmotionEncoder
 class TritonPythonModel:
     def initialize(self, args):
         torch.set_num_threads(int(batching.parameters(args).get("TORCH_THREADS", "1")))
-        self.encoder = FaceEmotionEncoder(Path(__file__).parent)
+        self.encoder = FaceEmotionEncoder(Path(__file__).parent, device=batching.device(args))
         self.outputs = batching.output_dtypes(pb_utils, args)
 
     def execute(self, requests):

@@ -13,7 +13,7 @@ class TritonPythonModel:
     def initialize(self, args):
         torch.set_num_threads(int(batching.parameters(args).get("TORCH_THREADS", "1")))
         # The weights live next to this file: the version directory Triton loaded.
-        self.predictor = FusionPredictor(Path(__file__).parent)
+        self.predictor = FusionPredictor(Path(__file__).parent, device=batching.device(args))
         self.outputs = batching.output_dtypes(pb_utils, args)
 
     def execute(self, requests):

@@ -14,7 +14,7 @@ class TritonPythonModel:
         # One instance per core is the unit of scaling; intra-op threads would fight over them.
         torch.set_num_threads(int(batching.parameters(args).get("TORCH_THREADS", "1")))
         # The adapter (if any) lives next to this file: the version directory Triton loaded.
-        self.encoder = TextEncoder.from_repository(Path(__file__).parent)
+        self.encoder = TextEncoder.from_repository(Path(__file__).parent, device=batching.device(args))
         self.outputs = batching.output_dtypes(pb_utils, args)
 
     def execute(self, requests):

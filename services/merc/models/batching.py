@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parameters(args: dict) -> dict[str, str]:
     """The string parameters of the model's config.pbtxt."""
     config = json.loads(args["model_config"])
     return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+
+
+def device(args: dict) -> torch.device:
+    """Where the instance's weights and tensors go: the GPU Triton placed it on (KIND_GPU), else the CPU."""
+    import torch  # here, not at the top: the rest of this module needs no torch
+
+    if args.get("model_instance_kind") == "GPU":
+        return torch.device("cuda", int(args["model_instance_device_id"]))
+    return torch.device("cpu")
 
 
 def execute(pb_utils, requests, inputs: list[str], outputs: dict[str, np.dtype], infer: Callable[[dict], dict],

@@ -6,6 +6,9 @@ Like FusionPredictor, `infer` is the contract shared by the Triton adapters
 audio_encoder: WAVE f32 [B, samples] (16 kHz mono, zero-padded; LENGTH i64 [B, 1] gives each
                clip's true length) -> EMBEDDING f32 [B, 128], PROBS f32 [B, 7]
 face_encoder:  FACES u8 [B, 48, 48] greyscale crops -> EMBEDDING f32 [B, 128], PROBS f32 [B, 7]
+
+``device`` places the weights and the work (a GPU instance's "cuda:N", merc.models.batching.device);
+arrays come in and go out on the host either way.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ from merc.models.audio_features import HOP, log_mel, trim_silence
 from merc.models.face_cnn import FaceCNN, FaceConfig
 
 
-def _load(directory: Path, model_cls, config_cls):
+def _load(directory: Path, model_cls, config_cls, device: torch.device):
     config = json.loads((directory / "config.json").read_text())
     model = model_cls(config_cls.from_dict(config))
     model.load_state_dict(load_file(str(directory / "weights.safetensors")))
-    return model.eval(), str(config.get("version", "unversioned"))
+    return model.to(device).eval(), str(config.get("version", "unversioned"))
 
 
 class AudioEmotionEncoder:
-    def __init__(self, directory: str | Path) -> None:
-        self.model, self.version = _load(Path(directory), AudioCNN, AudioConfig)
+    def __init__(self, directory: str | Path, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model, self.version = _load(Path(directory), AudioCNN, AudioConfig, self.device)
 
     @torch.inference_mode()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -43,20 +47,21 @@ class AudioEmotionEncoder:
         # it, under 0.15 s) pools to nothing. Pad such a clip with silence up to that.
         min_samples = (2 ** len(self.model.cfg.channels) - 1) * HOP
         for w, n in zip(wave, lengths, strict=True):
-            clip = trim_silence(torch.from_numpy(w[: max(int(n), 1)]))
+            clip = trim_silence(torch.from_numpy(w[: max(int(n), 1)]).to(self.device))
             clip = torch.nn.functional.pad(clip, (0, max(0, min_samples - clip.shape[-1])))
             out = self.model(log_mel(clip))
             embeddings.append(out["embedding"][0])
             probs.append(torch.softmax(out["logits"][0], -1))
-        return {"EMBEDDING": torch.stack(embeddings).numpy(), "PROBS": torch.stack(probs).numpy()}
+        return {"EMBEDDING": torch.stack(embeddings).cpu().numpy(), "PROBS": torch.stack(probs).cpu().numpy()}
 
 
 class FaceEmotionEncoder:
-    def __init__(self, directory: str | Path) -> None:
-        self.model, self.version = _load(Path(directory), FaceCNN, FaceConfig)
+    def __init__(self, directory: str | Path, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model, self.version = _load(Path(directory), FaceCNN, FaceConfig, self.device)
 
     @torch.inference_mode()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        faces = torch.from_numpy(np.ascontiguousarray(inputs["FACES"], dtype=np.uint8))
+        faces = torch.from_numpy(np.ascontiguousarray(inputs["FACES"], dtype=np.uint8)).to(self.device)
         out = self.model(FaceCNN.normalise(faces))
-        return {"EMBEDDING": out["embedding"].numpy(), "PROBS": torch.softmax(out["logits"], -1).numpy()}
+        return {"EMBEDDING": out["embedding"].cpu().numpy(), "PROBS": torch.softmax(out["logits"], -1).cpu().numpy()}

@@ -38,7 +38,7 @@ INPUTS = ("TEXT", "AUDIO", "VISION", "MODALITY_MASK", "QUALITY", "SPEAKER", "CTX
 
 
 class FusionPredictor:
-    def __init__(self, directory: str | Path, device: str = "cpu"):
+    def __init__(self, directory: str | Path, device: str | torch.device = "cpu"):
         directory = Path(directory)
         config = json.loads((directory / "config.json").read_text())
         calibration = json.loads((directory / "calibration.json").read_text())

@@ -118,7 +118,7 @@ class TextEncoder:
     dim = DIM
     name = NAME
 
-    def __init__(self, path: str | Path | None = None, device: str = "cpu", max_length: int | None = None,
+    def __init__(self, path: str | Path | None = None, device: str | torch.device = "cpu", max_length: int | None = None,
                  adapter: str | Path | None = None):
         self.device = torch.device(device)
         self.tokenizer, model = load_base(path)

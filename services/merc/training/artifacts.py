@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from merc.models import triton_configs
 from merc.pipeline.labels import LABELS
 
 
@@ -35,10 +36,14 @@ def save_model(out: Path, model: nn.Module, config: dict, prefix: str) -> str:
 
 
 def stamp_triton_version(pbtxt: Path, version: str) -> None:
-    """Triton reports a model's version from its config, so events name the weights they came from."""
+    """Triton reports a model's version from its config, so events name the weights they came from.
+
+    The configs generated from it (configs/gpu.pbtxt) are rewritten too, so either one names the new weights.
+    """
     if pbtxt.is_file():
         text = re.sub(r'(key: "model_version", value: \{ string_value: ")[^"]*(")', rf"\g<1>{version}\g<2>", pbtxt.read_text())
         pbtxt.write_text(text)
+        triton_configs.write_model(pbtxt.parent)
 
 
 def pm(values) -> str:
