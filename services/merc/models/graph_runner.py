@@ -15,9 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from merc.models.onnx_export import FILENAME, VERSION_KEY
-
 log = logging.getLogger(__name__)
+
+# Where `merc onnx` (merc.models.onnx_export) writes a version folder's export, and the metadata key
+# naming the model version it was exported from.
+FILENAME = "model.onnx"
+VERSION_KEY = "merc_version"
 
 
 def session_options(threads: int):
@@ -37,11 +40,12 @@ class TorchRunner:
 
     def __init__(self, graph: nn.Module) -> None:
         self.graph = graph.eval()
+        self.device = _device(graph)
 
     @torch.inference_mode()
     def __call__(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.graph(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
-        return {name: t.float().numpy() for name, t in zip(self.graph.OUTPUTS, outs, strict=True)}
+        outs = self.graph(*(torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays))
+        return {name: t.float().cpu().numpy() for name, t in zip(self.graph.OUTPUTS, outs, strict=True)}
 
 
 class OnnxRunner:
@@ -63,10 +67,16 @@ class OnnxRunner:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
 
 
-def load(graph: nn.Module, directory: Path, version: str) -> TorchRunner | OnnxRunner:
-    """``graph`` built from the weights of ``version``; ``directory`` is where its export would be."""
-    path = Path(directory) / FILENAME
-    if path.is_file():
+def _device(graph: nn.Module) -> torch.device:
+    return next(graph.parameters()).device
+
+
+def load(graph: nn.Module, directory: Path | None, version: str) -> TorchRunner | OnnxRunner:
+    """``graph`` built from the weights of ``version`` and placed where it should run; ``directory`` is
+    where its export would be (None: there is none)."""
+    path = Path(directory) / FILENAME if directory is not None else None
+    # The export is CPU-only (bench/results/onnx.md measured CPU); a model placed on a GPU stays in torch.
+    if path is not None and path.is_file() and _device(graph).type == "cpu":
         runner = OnnxRunner(path, graph.INPUTS, torch.get_num_threads())
         if runner.exported_from == version:
             return runner

@@ -15,10 +15,9 @@ from torch import nn
 from merc.models.audio_cnn import AudioCNN
 from merc.models.context_model import ContextModel
 from merc.models.face_cnn import FaceCNN
+from merc.models.graph_runner import FILENAME, VERSION_KEY
 from merc.models.graphs import AudioGraph, FaceGraph, FusionGraph, TextGraph
 
-FILENAME = "model.onnx"
-VERSION_KEY = "merc_version"
 # Opset 18: what the dynamo exporter targets natively (no version conversion pass).
 OPSET = 18
 
@@ -34,8 +33,11 @@ def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Path
     program.model.metadata_props[VERSION_KEY] = version
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Renamed into place: a model loading meanwhile sees the old file or the new one, never half of one.
+    partial = path.with_name(path.name + ".partial")
     # One self-contained file (the text transformer's ~90 MB is far below protobuf's 2 GB limit).
-    program.save(str(path), external_data=False)
+    program.save(str(partial), external_data=False)
+    partial.replace(path)
     return path
 
 
@@ -69,3 +71,24 @@ def export_text(bert: nn.Module, tokenizer, path: Path, version: str) -> Path:
                       ["", "the context before it | said by another speaker"], padding=True, return_tensors="pt")
     example = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     return export_graph(TextGraph(bert), example, path, version)
+
+
+# What each served model (merc.inference.local.FACTORIES) exports from what it loaded.
+EXPORTS = {
+    "face_encoder": lambda m, path: export_face(m.model, path, m.version),
+    "audio_encoder": lambda m, path: export_audio(m.model, path, m.version),
+    "fusion": lambda m, path: export_fusion(m.model, path, m.version),
+    "text_encoder": lambda m, path: export_text(m.model, m.tokenizer, path, m.version),
+}
+
+
+def export_repository(repository: Path) -> list[Path]:
+    """`merc onnx`: each model's export into its version folder, from the weights there.
+
+    Generated, not committed: the exports repeat the weights (the text transformer's alone is ~90
+    MB), so the Triton image and `make install` write them, and a stale one is ignored at load.
+    """
+    from merc.inference.local import FACTORIES
+
+    return [export(FACTORIES[name](str(repository)), Path(repository) / name / "1" / FILENAME)
+            for name, export in EXPORTS.items()]
