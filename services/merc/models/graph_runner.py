@@ -79,6 +79,7 @@ def load(graph: nn.Module, directory: Path | None, version: str) -> TorchRunner 
     if path is not None and path.is_file() and _device(graph).type == "cpu":
         runner = OnnxRunner(path, graph.INPUTS, torch.get_num_threads())
         if runner.exported_from == version:
+            log.info("%s runs on %s (%s)", version, runner.backend, path)
             return runner
         # Retrained weights with an old export next to them: serving it would answer for other weights.
         log.warning("%s was exported from %s, not %s: ignoring it (run `merc onnx` again)", path,
