@@ -42,6 +42,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# The models' ONNX exports (merc onnx; served instead of torch where present, bench/results/onnx.md),
+# redone whenever a model's committed files change; a stale one would be ignored at load.
+ONNX_STAMP := .cache/onnx-$(shell cat model_repository/*/1/SHA256SUMS | sha256sum | cut -c1-12)
+install: $(ONNX_STAMP)
+$(ONNX_STAMP): $(STAMP)
+	$(VENV)/bin/merc onnx
+	@mkdir -p .cache && rm -f .cache/onnx-* && touch $@
+
 run: install
 	$(VENV)/bin/merc analyze examples/conversation.jsonl $(ARGS)
 

@@ -40,3 +40,8 @@ model_config
 server_version
 strong
 timestamp_ms
+# ONNX Runtime's SessionOptions (merc.models.graph_runner), read by ORT.
+_.execution_mode
+_.graph_optimization_level
+_.inter_op_num_threads
+_.intra_op_num_threads

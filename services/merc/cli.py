@@ -227,6 +227,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def cmd_onnx(args: argparse.Namespace) -> int:
+    from merc.inference.local import model_repository
+    from merc.models.onnx_export import export_repository
+
+    for path in export_repository(args.repository or model_repository()):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import importlib
 
@@ -299,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
         e = sub.add_parser(name, help=text, add_help=False)
         e.add_argument("rest", nargs=argparse.REMAINDER)
         e.set_defaults(func=cmd_models)
+
+    o = sub.add_parser("onnx", help="export each model's tensor maths to model.onnx in its version folder: the models "
+                       "then run on ONNX Runtime, embedded and in Triton (faster on CPU: bench/results/onnx.md)")
+    o.add_argument("--repository", type=Path, help="default: the checkout's model_repository/")
+    o.set_defaults(func=cmd_onnx)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
     s.add_argument("service", choices=["encoder", "fusion", "gateway"])

@@ -34,6 +34,9 @@ MODULES = {
     "matplotlib": "matplotlib",
     "tritonclient": "tritonclient",
     "rich": "rich",
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnx",
+    "onnxscript": "onnxscript",
 }
 # Never in the core, the gateway or fusion: the heavy ones (torch alone is gigabytes with CUDA).
 HEAVY = {"torch", "transformers", "opencv-python-headless", "av"}

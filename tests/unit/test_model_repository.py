@@ -46,7 +46,8 @@ def test_fusion_shapes_match_its_config():
 
 
 def test_weights_stay_small():
-    total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+    # `merc onnx`'s exports are generated next to the weights, never committed (.gitignore).
+    total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file() and p.name != "model.onnx")
     assert total < 20 * 2**20
 
 

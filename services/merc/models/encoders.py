@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from merc.models import graph_runner
 from merc.models.audio_cnn import AudioCNN, AudioConfig
 from merc.models.audio_features import HOP, log_mel, trim_silence
 from merc.models.face_cnn import FaceCNN, FaceConfig
+from merc.models.graphs import AudioGraph, FaceGraph
 
 
 def _load(directory: Path, model_cls, config_cls, device: torch.device):
@@ -36,6 +38,7 @@ class AudioEmotionEncoder:
     def __init__(self, directory: str | Path, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.model, self.version = _load(Path(directory), AudioCNN, AudioConfig, self.device)
+        self.run = graph_runner.load(AudioGraph(self.model), Path(directory), self.version)
 
     @torch.inference_mode()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -49,19 +52,17 @@ class AudioEmotionEncoder:
         for w, n in zip(wave, lengths, strict=True):
             clip = trim_silence(torch.from_numpy(w[: max(int(n), 1)]).to(self.device))
             clip = torch.nn.functional.pad(clip, (0, max(0, min_samples - clip.shape[-1])))
-            out = self.model(log_mel(clip))
-            embeddings.append(out["embedding"][0])
-            probs.append(torch.softmax(out["logits"][0], -1))
-        return {"EMBEDDING": torch.stack(embeddings).cpu().numpy(), "PROBS": torch.stack(probs).cpu().numpy()}
+            out = self.run(log_mel(clip).cpu().numpy())
+            embeddings.append(out["EMBEDDING"][0])
+            probs.append(out["PROBS"][0])
+        return {"EMBEDDING": np.stack(embeddings), "PROBS": np.stack(probs)}
 
 
 class FaceEmotionEncoder:
     def __init__(self, directory: str | Path, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.model, self.version = _load(Path(directory), FaceCNN, FaceConfig, self.device)
+        self.run = graph_runner.load(FaceGraph(self.model), Path(directory), self.version)
 
-    @torch.inference_mode()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        faces = torch.from_numpy(np.ascontiguousarray(inputs["FACES"], dtype=np.uint8)).to(self.device)
-        out = self.model(FaceCNN.normalise(faces))
-        return {"EMBEDDING": out["embedding"].cpu().numpy(), "PROBS": torch.softmax(out["logits"], -1).cpu().numpy()}
+        return self.run(np.asarray(inputs["FACES"], dtype=np.uint8))

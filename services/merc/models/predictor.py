@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from merc.models.context_model import ContextConfig, ContextModel, Observation
+from merc.models import graph_runner
+from merc.models.context_model import ContextConfig, ContextModel
+from merc.models.graphs import FusionGraph
 from merc.pipeline import incongruence
 from merc.pipeline.calibration import expert_temperatures, for_pattern, pattern_key, prediction_set, softmax
 
-INPUTS = ("TEXT", "AUDIO", "VISION", "MODALITY_MASK", "QUALITY", "SPEAKER", "CTX_FUSED", "CTX_SPEAKER", "CTX_VALID")
+INPUTS = FusionGraph.INPUTS
 
 
 class FusionPredictor:
@@ -53,6 +55,7 @@ class FusionPredictor:
         self.model.load_state_dict(load_file(str(directory / "weights.safetensors")))
         # eval(): no dropout, so a replay yields identical events (ARCHITECTURE.md, exactly-once).
         self.model.to(self.device).eval()
+        self.run = graph_runner.load(FusionGraph(self.model), directory, self._version)
 
     @property
     def version(self) -> str:
@@ -74,40 +77,23 @@ class FusionPredictor:
             "CTX_VALID": [c.context],
         }
 
-    def _tensor(self, inputs: dict[str, np.ndarray], name: str, dtype, shape: tuple) -> torch.Tensor:
+    def _array(self, inputs: dict[str, np.ndarray], name: str, dtype, shape: tuple) -> np.ndarray:
         if name not in inputs:
             raise KeyError(f"missing input {name}")
         a = np.asarray(inputs[name])
         if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape, strict=False)):
             want = ",".join("B" if s is None else str(s) for s in shape)
             raise ValueError(f"{name} must have shape [{want}], got {list(a.shape)}")
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(self.device)
+        return np.ascontiguousarray(a, dtype=dtype)
 
-    @torch.inference_mode()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         c = self.config
-        text = self._tensor(inputs, "TEXT", np.float32, (None, c.text_dim))
+        text = self._array(inputs, "TEXT", np.float32, (None, c.text_dim))
         b = text.shape[0]
-        mask = self._tensor(inputs, "MODALITY_MASK", np.float32, (b, 3))
-        obs = Observation(
-            text,
-            self._tensor(inputs, "AUDIO", np.float32, (b, c.audio_dim)),
-            self._tensor(inputs, "VISION", np.float32, (b, c.vision_dim)),
-            mask,
-            self._tensor(inputs, "QUALITY", np.float32, (b, c.quality_dim)),
-        )
-        out = self.model(
-            obs,
-            self._tensor(inputs, "SPEAKER", np.int64, (b, 1))[:, 0],
-            self._tensor(inputs, "CTX_FUSED", np.float32, (b, c.context, c.hidden)),
-            self._tensor(inputs, "CTX_SPEAKER", np.int64, (b, c.context)),
-            self._tensor(inputs, "CTX_VALID", np.float32, (b, c.context)) > 0.5,
-        )
-
-        def as_np(t: torch.Tensor) -> np.ndarray:
-            return t.float().cpu().numpy()
-
-        logits, mask_np = as_np(out["logits"]), as_np(mask)
+        arrays = [self._array(inputs, name, np.int64 if name in ("SPEAKER", "CTX_SPEAKER") else np.float32,
+                              (b, *self.input_shapes[name])) for name in INPUTS]
+        out = self.run(*arrays)
+        logits, mask_np = out["LOGITS"], arrays[INPUTS.index("MODALITY_MASK")]
         probs = np.zeros_like(logits)
         in_set = np.zeros_like(logits)
         for i, row in enumerate(logits):
@@ -117,15 +103,15 @@ class FusionPredictor:
             probs[i] = p / p.sum()
             in_set[i, prediction_set(probs[i], fit["threshold"])] = 1.0
         # Each expert at its own temperature (calibration.json "experts").
-        expert_probs = softmax(as_np(out["expert_logits"]).astype(np.float64) / self._expert_t[None, :, None]).astype(np.float32)
+        expert_probs = softmax(out["EXPERT_LOGITS"].astype(np.float64) / self._expert_t[None, :, None]).astype(np.float32)
         return {
             "PROBS": probs,
             "IN_SET": in_set,
             "COVERAGE": np.full((b, 1), self._coverage, np.float32),
             "LOGITS": logits,
-            "SENTIMENT": as_np(torch.softmax(out["sentiment_logits"], -1)),
-            "FUSED": as_np(out["fused"]),
-            "WEIGHTS": as_np(out["weights"]),
+            "SENTIMENT": out["SENTIMENT"],
+            "FUSED": out["FUSED"],
+            "WEIGHTS": out["WEIGHTS"],
             "EXPERT_PROBS": expert_probs * mask_np[:, :, None],
             "INCONGRUENCE": incongruence.score(expert_probs, mask_np).astype(np.float32)[:, None],
         }

@@ -138,6 +138,12 @@ class TextEncoder:
             # Read as much as in training: a shorter window would cut the context it learned from.
             self.max_length = max_length or int(meta.get("train_max_length", MAX_LENGTH))
         self.model = model.to(self.device).eval()
+        # Imported here: merc.models.graphs builds on this module's pool().
+        from merc.models import graph_runner
+        from merc.models.graphs import TextGraph
+
+        # The export is per adapter (its weights are merged in), so it sits in the adapter's folder.
+        self.run = graph_runner.load(TextGraph(self.model), adapter, self.version)
 
     @classmethod
     def from_repository(cls, directory: str | Path, **kwargs) -> TextEncoder:
@@ -156,8 +162,9 @@ class TextEncoder:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenize(self.tokenizer, [clean[i] for i in idx], [ctx[i] for i in idx] if ctx else None,
-                             self.max_length).to(self.device)
-            out[idx] = pool(self.model(**batch).last_hidden_state, batch).float().cpu().numpy()
+                             self.max_length)
+            out[idx] = self.run(batch["input_ids"].numpy(), batch["attention_mask"].numpy(),
+                                batch["token_type_ids"].numpy())["EMBEDDING"]
         return out
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
