@@ -165,7 +165,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """The utterance's stored result (merc.pipeline.resend), or None; None too while the store is down:
         the check fails open, since fusion's join still drops a second copy of what it holds."""
         try:
-            return self.store.result(ref.tenant, ref.conversation_id, ref.sequence)
+            return self.store.analysed(ref.tenant, ref.conversation_id, ref.sequence)
         except StoreUnavailable as e:
             log.warning("re-send check skipped, the store is unavailable: %s", e)
             return None

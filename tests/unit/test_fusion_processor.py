@@ -215,6 +215,51 @@ def test_a_store_outage_is_retried_for_as_long_as_it_lasts_and_nothing_is_dead_l
     assert store.outages == 0 and len(events(bus)) == 1 and bus.messages("merc.dlq") == []
 
 
+class SlowStore(Store):
+    """A store whose upsert waits until released, then succeeds or fails."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.entered, self.release, self.fail = threading.Event(), threading.Event(), False
+
+    def upsert(self, results):
+        self.entered.set()
+        assert self.release.wait(10)
+        if self.fail:
+            raise StoreUnavailable("the database is unavailable: OperationalError")
+        super().upsert(results)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_transaction_commits_only_once_the_rows_are_stored(tmp_path, fail):
+    """The upsert runs while the transaction is built; its events become visible only after the rows, or never."""
+    store = SlowStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    store.fail = fail
+    bus, settings = MemoryBus(partitions=1), Settings(join_window_ms=0, fusion_instance="test")
+    publish(bus, embedding("a", 0, "x"))
+    p = run(bus, store, settings, steps=0)
+    outcome = []
+    stepper = threading.Thread(target=lambda: outcome.append(_step_outcome(p)))
+    stepper.start()
+    assert store.entered.wait(10)
+    time.sleep(0.2)  # the transaction's records are sent by now; the commit waits for the rows
+    assert events(bus) == [] and not store.conversation("t", "a")
+    store.release.set()
+    stepper.join(10)
+    if fail:
+        assert outcome == ["StoreUnavailable"] and events(bus) == []
+    else:
+        assert outcome == [1] and len(events(bus)) == 1 and store.conversation("t", "a")
+
+
+def _step_outcome(p: FusionProcessor):
+    try:
+        return p.step(poll_ms=0)
+    except StoreUnavailable as e:
+        return type(e).__name__
+
+
 def test_the_lag_gauge_counts_from_the_committed_offsets_while_steps_fail(tmp_path):
     store = PickyStore(f"sqlite:///{tmp_path / 'l.db'}", outages=1)
     store.migrate()

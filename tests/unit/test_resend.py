@@ -28,7 +28,7 @@ class RecordingEncoder:
 
 
 class DownStore:
-    def result(self, *_):
+    def analysed(self, *_):
         raise StoreUnavailable("connection refused")
 
 

@@ -24,6 +24,16 @@ def test_upsert_is_idempotent_and_keeps_the_latest_revision(tmp_path):
     np.testing.assert_array_equal(rows[1].fused, np.arange(4, dtype=np.float32) + 1)
 
 
+def test_analysed_is_the_stored_results_modalities_and_revision(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.migrate()
+    store.upsert([result(0), result(1, revision=2)])
+    got = store.analysed("t", "c", 1)
+    assert (got.conversation_id, got.sequence, got.modalities, got.revision) == ("c", 1, ["text"], 2)
+    assert store.analysed("t", "c", 5) is None
+    assert store.analysed("other", "c", 1) is None  # another tenant's utterance is not this one
+
+
 def test_before_returns_the_last_k_strictly_earlier_oldest_first(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
     store.migrate()

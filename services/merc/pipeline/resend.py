@@ -19,16 +19,24 @@ fusion's join instead, which drops a second copy of a modality as a duplicate.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
-from merc.pipeline.results import UtteranceResult
+
+class Stored(Protocol):
+    """A stored result as far as this rule reads it (an UtteranceResult, or the store's Analysed)."""
+
+    conversation_id: str
+    sequence: int
+    modalities: list[str]
+    revision: int
 
 
-def nothing_new(stored: UtteranceResult | None, given: Iterable[str]) -> bool:
+def nothing_new(stored: Stored | None, given: Iterable[str]) -> bool:
     """Whether the utterance has a stored result that already stands for every given modality."""
     return stored is not None and set(given) <= set(stored.modalities)
 
 
-def refusal(stored: UtteranceResult) -> str:
+def refusal(stored: Stored) -> str:
     """Why a re-send with nothing new is refused, and what to do instead."""
     return (f"utterance {stored.sequence} of conversation {stored.conversation_id!r} was analysed already "
             f"({', '.join(stored.modalities)}; revision {stored.revision}) and each modality is analysed once: "
