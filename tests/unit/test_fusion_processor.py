@@ -232,7 +232,7 @@ class SlowStore(Store):
 
 @pytest.mark.parametrize("fail", [False, True])
 def test_the_transaction_commits_only_once_the_rows_are_stored(tmp_path, fail):
-    """The upsert runs while the transaction is built; its events become visible only after the rows, or never."""
+    """A step's events become visible only after its rows are stored, or never."""
     store = SlowStore(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     store.fail = fail
@@ -243,7 +243,7 @@ def test_the_transaction_commits_only_once_the_rows_are_stored(tmp_path, fail):
     stepper = threading.Thread(target=lambda: outcome.append(_step_outcome(p)))
     stepper.start()
     assert store.entered.wait(10)
-    time.sleep(0.2)  # the transaction's records are sent by now; the commit waits for the rows
+    time.sleep(0.2)
     assert events(bus) == [] and not store.conversation("t", "a")
     store.release.set()
     stepper.join(10)

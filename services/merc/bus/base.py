@@ -102,12 +102,8 @@ class TransactionalProducer(Producer):
     def begin(self) -> None: ...
 
     @abc.abstractmethod
-    def commit(self, offsets: dict[TopicPartition, int], consumer: Consumer, ready: Callable[[], object] | None = None) -> None:
-        """Commit the open transaction together with the consumer's next-offsets.
-
-        ``ready`` is called once the offsets are in the transaction, just before it commits; if it
-        raises, nothing is committed and the exception propagates (the caller aborts). Work the
-        commit must wait for can so run alongside the transaction's round trips."""
+    def commit(self, offsets: dict[TopicPartition, int], consumer: Consumer) -> None:
+        """Commit the open transaction together with the consumer's next-offsets."""
 
     @abc.abstractmethod
     def abort(self) -> None: ...

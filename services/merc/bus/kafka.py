@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from kafka import (
     ConsumerRebalanceListener,
@@ -200,15 +200,13 @@ class _KafkaTransactionalProducer(_KafkaProducer, TransactionalProducer):
     def begin(self) -> None:
         self._p.begin_transaction()
 
-    def commit(self, offsets: dict[TopicPartition, int], consumer: Consumer, ready: Callable[[], object] | None = None) -> None:
+    def commit(self, offsets: dict[TopicPartition, int], consumer: Consumer) -> None:
         assert isinstance(consumer, _KafkaConsumer)
         if offsets:
             self._p.send_offsets_to_transaction(
                 {KafkaTopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
                 consumer._c.group_metadata(),
             )
-        if ready is not None:
-            ready()
         self._p.commit_transaction()
 
     def abort(self) -> None:

@@ -8,7 +8,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from merc.bus.base import (
     Bus,
@@ -123,11 +123,9 @@ class _MemoryTransactionalProducer(TransactionalProducer):
         self._pending.append((topic, key, value, tuple(headers), partition))
         return Delivered()  # what counts is the commit
 
-    def commit(self, offsets: dict[TopicPartition, int], consumer: Consumer, ready: Callable[[], object] | None = None) -> None:
+    def commit(self, offsets: dict[TopicPartition, int], consumer: Consumer) -> None:
         if self._pending is None:
             raise RuntimeError("no open transaction")
-        if ready is not None:
-            ready()
         with self._bus._lock:
             self._bus._append(self._pending)
             assert isinstance(consumer, _MemoryConsumer)

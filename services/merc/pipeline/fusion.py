@@ -1,9 +1,8 @@
 """The fusion loop, independent of the bus, store and inference implementations.
 
 Each step is one transaction, in three parts: ingest (decode the polled records into the join),
-transform (release what is due, infer), commit (produce events, the join state and the consumed
-offsets in one Kafka transaction, which commits only once the step's rows are upserted; the upsert
-runs while the transaction is built). A consumer reading merc.emotions with
+transform (release what is due, infer), commit (upsert rows, then produce events, the join state
+and the consumed offsets in one Kafka transaction). A consumer reading merc.emotions with
 read_committed sees every event once; a crash anywhere replays from the last committed
 transaction, and since inference is deterministic the replay writes identical rows and events.
 
@@ -20,7 +19,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -189,8 +187,6 @@ class FusionProcessor:
         self._strikes: dict[UtteranceKey, int] = {}
         self._condemned: dict[UtteranceKey, str] = {}
         self._committed: dict[TopicPartition, int] = {}
-        # The step's upsert runs here while the main thread builds the transaction (one at a time).
-        self._rows = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusion-rows")
 
     # --- partition ownership ---
 
@@ -423,14 +419,13 @@ class FusionProcessor:
 
     def _commit(self, batch: _Batch, results: list[UtteranceResult], events: list[bytes], tombstones: list[tuple[str, str]],
                 now: int, spans: telemetry.BatchSpans) -> None:
-        """One Kafka transaction (dead letters, events, join state, tombstones, the consumed offsets) that
-        commits only once the rows are upserted: a committed event always has its row. The upsert runs
-        meanwhile, so the two round trips overlap (the step's latency was their sum)."""
-        rows = self._rows.submit(self._store_rows, results, spans)
+        """Rows, then in one Kafka transaction: dead letters, events, join state, tombstones and the consumed offsets."""
+        with spans.stage("store"), monitoring.fusion_stage("store"):
+            self._upsert(results)
         p = self._producer
-        try:
-            with spans.stage("transaction"), monitoring.fusion_stage("transaction"):
-                p.begin()
+        with spans.stage("transaction"), monitoring.fusion_stage("transaction"):
+            p.begin()
+            try:
                 for d in batch.dead:
                     p.send(self.dlq_topic, d.key, d.value, d.record_headers())
                 # Results come in the order of releases: the i-th event carries the i-th utterance's span.
@@ -443,16 +438,10 @@ class FusionProcessor:
                     p.send(self.state_topic, raw, value, partition=self._partition(key))
                 for key in tombstones:
                     p.send(self.state_topic, topics.conversation_key(*key), None, partition=self._source_partition.pop(key, None))
-                # ready: the rows' outcome, after the offsets joined the transaction and before it commits.
-                p.commit(batch.offsets, self._consumer, ready=rows.result)
-        except BaseException:
-            futures.wait([rows])  # nothing of this step may still be writing while the caller recovers
-            p.abort()
-            raise
-
-    def _store_rows(self, results: list[UtteranceResult], spans: telemetry.BatchSpans) -> None:
-        with spans.stage("store"), monitoring.fusion_stage("store"):
-            self._upsert(results)
+                p.commit(batch.offsets, self._consumer)
+            except Exception:
+                p.abort()
+                raise
 
     def _account(self, batch: _Batch, results: list[UtteranceResult]) -> None:
         monitoring.emitted([r.confidence for r in results], len(batch.dead))
