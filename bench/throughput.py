@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -35,6 +32,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from triton_variant import variant_triton  # bench/
 
 from merc.analyze.embedded import EmbeddedPipeline
 from merc.analyze.manifest import Utterance
@@ -215,21 +213,8 @@ def triton_text_rate(url: str, clients: int, seconds: float) -> float:
 def batching(cfg, clients: int, seconds: float) -> dict:
     """The stack's Triton (dynamic batching on) against a second one serving the text encoder without it."""
     on = triton_text_rate(cfg.triton_url, clients, seconds)
-    repo = REPO / ".bench-nobatch"  # a child of the repository: EXECUTION_ENV_PATH is ../../.venv from a model
-    run = REPO / ".run" / "bench-nobatch"
-    shutil.rmtree(repo, ignore_errors=True)
-    shutil.copytree(REPO / "model_repository" / "text_encoder", repo / "text_encoder")
-    pbtxt = repo / "text_encoder" / "config.pbtxt"
-    pbtxt.write_text(re.sub(r"dynamic_batching \{[^}]*\}\n", "", pbtxt.read_text()))
-    env = {**os.environ, "MERC_RUN_DIR": str(run), "MERC_MODEL_REPOSITORY": str(repo), "MERC_TRITON_HTTP_PORT": "18100",
-           "MERC_TRITON_GRPC_PORT": "18101", "MERC_TRITON_METRICS_PORT": "18102", "MERC_TRITON_URL": "127.0.0.1:18101"}
-    script = str(REPO / "deploy/local/triton.sh")
-    subprocess.run([script, "start"], env=env, check=True, timeout=600)
-    try:
-        off = triton_text_rate("127.0.0.1:18101", clients, seconds)
-    finally:
-        subprocess.run([script, "stop"], env=env, check=False, timeout=120)
-        shutil.rmtree(repo, ignore_errors=True)
+    with variant_triton(["text_encoder"], lambda _, pbtxt: re.sub(r"dynamic_batching \{[^}]*\}\n", "", pbtxt)) as url:
+        off = triton_text_rate(url, clients, seconds)
     return {"on_per_s": on, "off_per_s": off, "ratio": on / off}
 
 
