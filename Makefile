@@ -24,6 +24,7 @@ help:
 	@echo "make up      the full local stack + services; make down stops it"
 	@echo "make models  retrain the models from the corpora in MERC_DATA_DIR"
 	@echo "make bench   latency, throughput and load on the local stack + model quality: bench/results/"
+	@echo "make bench-serving  ONNX Runtime vs torch per model, Triton batching settings swept: bench/results/"
 	@echo "make bench-idle  10,000 idle conversations a round: fusion and gateway memory after eviction"
 	@echo "make proto   regenerate services/merc/v1 from protos/"
 	@echo "make model-configs  regenerate model_repository/*/configs/gpu.pbtxt and warmup/ from each config.pbtxt"
@@ -127,6 +128,12 @@ bench: install
 	$(PY) bench/throughput.py
 	$(PY) bench/load.py
 	$(VENV)/bin/merc eval
+
+# The serving choices' own measurements: ONNX Runtime vs torch per model, Triton's batching settings swept.
+bench-serving: install
+	deploy/local/stack.sh up triton
+	$(PY) bench/onnx_vs_torch.py
+	$(PY) bench/triton_sweep.py
 
 # Opens 10,000 conversations per round and leaves them idle (fusion restarted with a 240 s idle time): memory after eviction.
 bench-idle: install

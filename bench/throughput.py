@@ -117,9 +117,10 @@ def embedded(audio: bytes, n: int, tmp: Path) -> dict:
     return out
 
 
-def stack(cfg, gateway: str, audio: bytes, clients: int, seconds: float) -> dict:
+def stack(cfg, gateway: str, audio: bytes, clients: int, seconds: float, mixes: tuple[str, ...] = tuple(MIXES)) -> dict:
     out = {}
-    for name, mix in MIXES.items():
+    for name in mixes:
+        mix = MIXES[name]
         consumer = make_bus(cfg).consumer(ConsumerSpec([cfg.topic("emotions")], group_id=None, from_beginning=False))
         consumer.poll(timeout_ms=200)
         prefix = f"tp-{uuid.uuid4().hex[:6]}"
