@@ -156,6 +156,17 @@ def stack(cfg, gateway: str, audio: bytes, clients: int, seconds: float, mixes: 
     return out
 
 
+def run_clients(client, clients: int) -> float:
+    """``client(k)`` on ``clients`` threads at once, k = 0..clients-1; the seconds until all returned."""
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - start
+
+
 def models_alone(cfg, audio: bytes, clients: int, seconds: float) -> dict:
     """Per mix: concurrent clients each running one utterance after another through the models on Triton."""
     wave = decode_audio(audio, "", 0, 0, cfg.max_audio_seconds)
@@ -180,13 +191,7 @@ def models_alone(cfg, audio: bytes, clients: int, seconds: float) -> dict:
                 done[k] = i
             triton.close()
 
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        start = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        out[name] = sum(done) / (time.monotonic() - start)
+        out[name] = sum(done) / run_clients(client, clients)
     return out
 
 
@@ -202,13 +207,7 @@ def triton_text_rate(url: str, clients: int, seconds: float) -> float:
             i += 1
             done[k] = i
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.monotonic() - start)
+    return sum(done) / run_clients(client, clients)
 
 
 def batching(cfg, clients: int, seconds: float) -> dict:

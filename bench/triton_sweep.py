@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from latency import SENTENCES, context, percentiles
+from throughput import run_clients
 from triton_variant import variant_triton
 
 from merc.inference.triton import TritonInference
@@ -57,14 +57,9 @@ def load(url: str, clients: int, seconds: float, max_chars: int) -> dict:
             i += clients
         triton.close()
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    seconds_taken = run_clients(client, clients)
     calls = [ms for per in latencies for ms in per]
-    return {"per_s": len(calls) / (time.monotonic() - start), **percentiles(calls)}
+    return {"per_s": len(calls) / seconds_taken, **percentiles(calls)}
 
 
 def main() -> None:
