@@ -7,6 +7,7 @@ so merc.models.graph_runner never serves an export of other weights than the one
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -17,6 +18,10 @@ from merc.models.context_model import ContextModel
 from merc.models.face_cnn import FaceCNN
 from merc.models.graph_runner import FILENAME, VERSION_KEY
 from merc.models.graphs import AudioGraph, FaceGraph, FusionGraph, TextGraph
+
+# The exporter warns once per torchvision op it cannot register (torchvision is not installed, and
+# no MERC model uses one): a dozen lines in every `make install` that say nothing.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 # Opset 18: what the dynamo exporter targets natively (no version conversion pass).
 OPSET = 18
