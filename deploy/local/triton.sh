@@ -74,11 +74,19 @@ die_triton() {
   exit 1
 }
 
+# Whether the launched process lives. Not `running`: for a moment after `launch` the child has not
+# exec'd tritonserver yet (its command line is still this script's), and the name check then called
+# a starting server gone: a second one was launched beside it and the start failed on a busy machine.
+launched_alive() {
+  local pid
+  pid=$(cat "$pidfile" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 # 0 ready; 1 the server exited; the timeout is fatal.
 wait_ready() {
   local i
   for ((i = 0; i < MERC_TRITON_START_TIMEOUT * 2; i++)); do
-    running || return 1
+    launched_alive || return 1
     http_ok "$MERC_TRITON_HTTP_PORT" /v2/health/ready && return 0
     sleep 0.5
   done
