@@ -32,10 +32,10 @@ MODEL_NAME = "whisper-base"
 # CTranslate2's intra-op threads. Whisper decodes token by token, so past a few threads the gain is small
 # while `merc analyze` runs the encoders beside it; at most 4, fewer on a smaller machine.
 THREADS = max(1, min(4, os.cpu_count() or 1))
-# int8 weights: the CPU path's fastest, with Whisper's accuracy kept (bench/results/transcription.md).
+# int8 weights: CTranslate2's fastest CPU path (the accuracy it gives: bench/results/transcription.md).
 COMPUTE_TYPE = "int8"
-# Greedy decoding: beam search (faster-whisper's default of 5) costs several times the decoder's time for
-# little on short conversational utterances; measured in bench/transcription.py.
+# Greedy decoding: beam search (faster-whisper's default of 5) was no more accurate on RAVDESS clips
+# (bench/results/transcription.md) and can only add decoder work.
 BEAM_SIZE = 1
 # A segment Whisper itself rates more likely silence than speech is dropped, whatever it decoded: voice
 # activity passes noise that sounds voiced (hum, music, synthetic speech), and Whisper, made to read it,
