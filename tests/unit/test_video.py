@@ -19,6 +19,13 @@ CFG = Settings()
 HOURS = CFG.max_recording_seconds
 
 
+@pytest.fixture(autouse=True)
+def no_transcripts(monkeypatch):
+    """Segmentation is what these test; transcribing synthetic syllables would only cost seconds each
+    (tests/unit/test_transcription.py covers that, noise included)."""
+    monkeypatch.setattr(segment.transcription, "available", lambda: "transcription is off in these tests")
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return media_file(tmp_path_factory.mktemp("video") / "call.mp4")

@@ -15,6 +15,8 @@ from merc.pipeline.labels import RAVDESS, label_index
 FOLDER = "ravdess-speech-16k"
 # The issue's protocol: train on actors 1-16, validate on 17-20 (never mix actors).
 VALIDATION_ACTORS = frozenset(range(17, 21))
+# What each clip says, by its SS field: the reference for transcription (bench/transcription.py).
+STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ def parse_name(path: Path) -> Clip:
     if len(parts) != 7 or parts[2] not in RAVDESS:
         raise ValueError(f"{path.name} is not a RAVDESS speech file name (03-01-EE-II-SS-RR-AA)")
     return Clip(path=path, actor=int(parts[6]), label=label_index(RAVDESS[parts[2]]), strong=parts[3] == "02")
+
+
+def statement(path: Path) -> str:
+    """The sentence a RAVDESS speech file says."""
+    return STATEMENTS[path.stem.split("-")[4]]
 
 
 def load_clips(root: Path | None = None) -> list[Clip]:

