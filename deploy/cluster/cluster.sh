@@ -61,8 +61,7 @@ packages() {
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v podman >/dev/null || missing+=(podman)
   [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
-  mkdir -p "$(dirname "$CONTAINERS_CONF")"
-  [ -f "$CONTAINERS_CONF" ] || printf '[containers]\ndefault_ulimits = []\n' >"$CONTAINERS_CONF"
+  [ -f "$CONTAINERS_CONF" ] || write_containers_conf "$CONTAINERS_CONF"
 }
 
 # ---- processes --------------------------------------------------------------------------------------

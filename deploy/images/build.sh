@@ -25,9 +25,8 @@ log="$MERC_RUN_DIR/logs/images.log"
 mkdir -p "$work" "$MERC_RUN_DIR/reports"
 : >"$log"
 
-# The sandbox may not raise rlimits: podman's default ulimits make every container fail to start.
 export CONTAINERS_CONF="$work/containers.conf"
-printf '[containers]\ndefault_ulimits = []\n' >"$CONTAINERS_CONF"
+write_containers_conf "$CONTAINERS_CONF"
 
 for tool in podman buildah mmdebstrap; do
   command -v "$tool" >/dev/null || apt_install podman buildah mmdebstrap uidmap fuse-overlayfs

@@ -48,9 +48,8 @@ rm -f "$report"
 step() { echo "compose-test: $*"; echo "=== $(date -Is) $*" >>"$log"; }
 run() { "$@" >>"$log" 2>&1 || die_with_log "compose-test: '$*' failed" "$log"; }
 
-# The sandbox may not raise rlimits: podman's default ulimits make every container fail to start.
 export CONTAINERS_CONF="$work/containers.conf"
-printf '[containers]\ndefault_ulimits = []\n\n[network]\nnetwork_backend = "netavark"\n' >"$CONTAINERS_CONF"
+write_containers_conf "$CONTAINERS_CONF" $'\n[network]\nnetwork_backend = "netavark"\n'
 
 command -v podman >/dev/null || apt_install podman
 [ -x /usr/lib/podman/aardvark-dns ] || apt_install netavark aardvark-dns

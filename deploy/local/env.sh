@@ -97,6 +97,16 @@ ensure_port_free() {
   done
 }
 
+# podman's configuration for this sandbox, written to $1 (then exported as CONTAINERS_CONF by the
+# caller), with any further TOML in $2: the sandbox may not raise rlimits (podman's default ulimits
+# make every container fail to start), and crun, podman's default runtime, refuses a hybrid cgroup
+# layout ("cgroups in hybrid mode not supported"), so runc runs the containers. Installs runc.
+write_containers_conf() {
+  command -v runc >/dev/null || apt_install runc
+  mkdir -p "$(dirname "$1")"
+  printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n%s' "${2:-}" >"$1"
+}
+
 # apt-get install, with `apt-get update` at most once a day across the scripts.
 apt_install() {
   local stamp="$MERC_RUN_DIR/.apt-updated"
