@@ -44,8 +44,9 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # The models' ONNX exports (merc onnx; served instead of torch where present, bench/results/onnx.md),
-# redone whenever a model's committed files change; a stale one would be ignored at load.
-ONNX_STAMP := .cache/onnx-$(shell cat model_repository/*/1/SHA256SUMS | sha256sum | cut -c1-12)
+# redone whenever a model's committed files or the model code change: an export of other weights is
+# ignored at load, but one of older code (a changed graph) could only be caught here.
+ONNX_STAMP := .cache/onnx-$(shell cat model_repository/*/1/SHA256SUMS services/merc/models/*.py | sha256sum | cut -c1-12)
 install: $(ONNX_STAMP)
 $(ONNX_STAMP): $(STAMP)
 	$(VENV)/bin/merc onnx
