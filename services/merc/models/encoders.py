@@ -52,7 +52,9 @@ class AudioEmotionEncoder:
         for w, n in zip(wave, lengths, strict=True):
             clip = trim_silence(torch.from_numpy(w[: max(int(n), 1)]).to(self.device))
             clip = torch.nn.functional.pad(clip, (0, max(0, min_samples - clip.shape[-1])))
-            out = self.run(log_mel(clip).cpu().numpy())
+            # A tensor, not an array: on a GPU the spectrogram stays there (ONNX Runtime serves CPU
+            # instances only, and takes a host tensor as an array).
+            out = self.run(log_mel(clip))
             embeddings.append(out["EMBEDDING"][0])
             probs.append(out["PROBS"][0])
         return {"EMBEDDING": np.stack(embeddings), "PROBS": np.stack(probs)}

@@ -43,8 +43,10 @@ class TorchRunner:
         self.device = _device(graph)
 
     @torch.inference_mode()
-    def __call__(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.graph(*(torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays))
+    def __call__(self, *arrays: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        # A tensor already on the device (the audio encoder's log-mel on a GPU) stays there.
+        outs = self.graph(*((a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))).to(self.device)
+                            for a in arrays))
         return {name: t.float().cpu().numpy() for name, t in zip(self.graph.OUTPUTS, outs, strict=True)}
 
 
