@@ -45,3 +45,5 @@ _.execution_mode
 _.graph_optimization_level
 _.inter_op_num_threads
 _.intra_op_num_threads
+# cuDNN autotuning for face training on a GPU (merc.training.vision), read by torch.
+_.benchmark

@@ -9,7 +9,7 @@ from PIL import Image
 from merc.data import fer2013
 from merc.models.face_cnn import FaceCNN, FaceConfig
 from merc.pipeline.labels import LABELS
-from merc.training.vision import augment
+from merc.training.vision import augment, erase
 
 
 def jpeg(value: int, size: int = 48) -> bytes:
@@ -50,3 +50,28 @@ def test_cnn_shapes_and_augmentation_keeps_shape():
     out = FaceCNN(FaceConfig()).eval()(x)
     assert out["embedding"].shape == (5, FaceConfig().embedding) and out["logits"].shape == (5, len(LABELS))
     assert augment(x, torch.Generator().manual_seed(0)).shape == x.shape
+
+
+def test_the_mirror_average_makes_a_face_and_its_mirror_image_score_alike():
+    torch.manual_seed(0)
+    x = FaceCNN.normalise(torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8))
+    plain = FaceCNN(FaceConfig(channels=(8, 8, 8, 8), convs=3)).eval()
+    mirrored = FaceCNN(FaceConfig(channels=(8, 8, 8, 8), convs=3, flip_average=True)).eval()
+    mirrored.load_state_dict(plain.state_dict())  # three convs per stage: same weights, same layout
+    with torch.no_grad():
+        a, b = mirrored(x), mirrored(x.flip(-1))
+        alone = plain(x)["logits"]
+    torch.testing.assert_close(a["logits"], b["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["embedding"], b["embedding"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(alone, plain(x.flip(-1))["logits"])  # without it, the two differ
+    mirrored.train()
+    assert mirrored(x)["logits"].shape == (3, len(LABELS))  # training sees each face once
+
+
+def test_erasing_blanks_one_rectangle_in_some_faces_only():
+    x = torch.ones(64, 1, 48, 48)
+    out = erase(x, torch.Generator().manual_seed(1))
+    blanked = (out == 0).flatten(1).sum(1)
+    assert 0 < int((blanked > 0).sum()) < 64  # about half
+    area = blanked[blanked > 0].float() / (48 * 48)
+    assert float(area.min()) > 0.005 and float(area.max()) <= 0.25

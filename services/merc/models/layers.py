@@ -7,17 +7,12 @@ from dataclasses import MISSING, asdict, fields
 from torch import nn
 
 
-def conv_stage(cin: int, cout: int) -> nn.Sequential:
-    """Two 3x3 conv + batch norm + ReLU, then 2x2 max pooling (VGG style)."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
+def conv_stage(cin: int, cout: int, convs: int = 2) -> nn.Sequential:
+    """``convs`` 3x3 conv + batch norm + ReLU, then 2x2 max pooling (VGG style)."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.MaxPool2d(2))
 
 
 class DictConfig:
