@@ -6,7 +6,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Speaker diarisation's weights (merc.models.speaker_encoder): the wheel alone, since its own dependencies
+# (webrtcvad, librosa) are not used and webrtcvad no longer imports under current setuptools.
+DIARISATION := --no-deps resemblyzer==0.1.4
+
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(DIARISATION)') | sha256sum | cut -c1-12)
 BUF_VERSION := 1.47.2
 BUF := .tools/buf/node_modules/.bin/buf
 # Also the .proto files as one FileDescriptorSet (imports and comments included), merc/v1/merc.protoset:
@@ -41,6 +45,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $(DIARISATION)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # The models' ONNX exports (merc onnx; served instead of torch where present, bench/results/onnx.md),

@@ -10,6 +10,7 @@ from pathlib import Path
 from merc import progress
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+MAX_SPEAKERS = 50  # analyze --speakers: more people than this in one recording is a typing slip
 
 
 def _alone(r: dict) -> str:
@@ -93,6 +94,9 @@ def _analyze(args: argparse.Namespace, manifest: str, base: Path | None) -> int:
         print(f"merc analyze: no such file: {manifest} (give a JSON-lines manifest, an audio/video file, or - for stdin)",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.speakers is not None and not 1 <= args.speakers <= MAX_SPEAKERS:
+        print(f"merc analyze: --speakers must be 1 to {MAX_SPEAKERS}, not {args.speakers}", file=sys.stderr)
+        return EXIT_USAGE
     if args.html and args.remote:
         print("merc analyze: --html draws the events of the embedded mode; drop --remote (the gateway serves the same page live)",
               file=sys.stderr)
@@ -113,14 +117,15 @@ def _analyze(args: argparse.Namespace, manifest: str, base: Path | None) -> int:
         if args.remote:
             from merc.analyze.remote import analyze_remote, remote_settings
 
-            results = analyze_remote(manifest, args.remote, timeout_s=args.timeout, cfg=remote_settings(args.api_key), base=base)
+            results = analyze_remote(manifest, args.remote, timeout_s=args.timeout, cfg=remote_settings(args.api_key), base=base,
+                                     speakers=args.speakers)
         else:
             from merc.analyze.embedded import EmbeddedPipeline
             from merc.runtime.config import Settings
 
             cfg = Settings(inference="local", **({"torch_threads": args.threads} if args.threads else {}))
             pipeline = EmbeddedPipeline(cfg, db_path=args.db)
-            results = pipeline.analyze(manifest, base=base)
+            results = pipeline.analyze(manifest, base=base, speakers=args.speakers)
         # Each line's record is written as it is produced: a run that stops early keeps every line before.
         for result in progress.steps(results, "analysing utterances", total):
             for err in result.errors:
@@ -279,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--api-key", default=None, help="--remote: the API key (default MERC_API_KEY); the key names the tenant")
     a.add_argument("--db", help="embedded mode: keep the SQLite database at this path")
     a.add_argument("--threads", type=int, help="torch threads (embedded mode; default MERC_TORCH_THREADS, 2)")
+    a.add_argument("--speakers", type=int, metavar="N", help="a bare recording: how many people speak in it, when known (without "
+                   "it, the number is found from their voices, less accurately)")
     a.add_argument("--timeout", type=float, default=60.0, help="--remote: seconds to wait for the events once every line is sent")
     a.set_defaults(func=cmd_analyze)
 

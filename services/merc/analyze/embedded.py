@@ -146,11 +146,11 @@ class EmbeddedPipeline:
         result.errors.append(f"line {u.line}: no event: utterance {u.utterance} of {u.conversation!r} was already analysed")
         return result
 
-    def analyze(self, path: str | Path, base: Path | None = None) -> Iterator[LineResult]:
+    def analyze(self, path: str | Path, base: Path | None = None, speakers: int | None = None) -> Iterator[LineResult]:
         """A manifest's lines (media relative to ``base``, by default its folder), or a bare audio/video
-        file's utterances (segmented by voice activity)."""
+        file's utterances (segmented by voice activity; ``speakers`` people, when known)."""
         lines: dict[tuple[str, int], int] = {}
-        for item in segment.read(path, self.settings.max_recording_seconds, base=base):
+        for item in segment.read(path, self.settings.max_recording_seconds, base=base, speakers=speakers):
             if isinstance(item, manifest.ManifestError):
                 yield LineResult(None, errors=[str(item)], line=item.line)
                 continue

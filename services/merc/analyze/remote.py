@@ -69,11 +69,12 @@ def _request(u: manifest.Utterance, cfg: Settings, context_text: str) -> tuple[g
 
 
 def analyze_remote(path: str | Path, gateway: str, timeout_s: float = 60.0, cfg: Settings | None = None,
-                   base: Path | None = None) -> Iterator[LineResult]:
+                   base: Path | None = None, speakers: int | None = None) -> Iterator[LineResult]:
     cfg = cfg or settings()
     channel = security.channel(gateway, cfg)
     try:
-        yield from send(path, gateway_pb2_grpc.GatewayServiceStub(channel), cfg, timeout_s, base=base, gateway=gateway)
+        yield from send(path, gateway_pb2_grpc.GatewayServiceStub(channel), cfg, timeout_s, base=base, gateway=gateway,
+                        speakers=speakers)
     finally:
         channel.close()
 
@@ -118,7 +119,7 @@ class _Run:
 
 
 def send(path: str | Path, stub, cfg: Settings, timeout_s: float = 60.0, base: Path | None = None,
-         gateway: str = "the gateway") -> Iterator[LineResult]:
+         gateway: str = "the gateway", speakers: int | None = None) -> Iterator[LineResult]:
     """Each line up ``stub.StreamConversation``, its event down it; one result per line, in order."""
     auth = (("x-api-key", cfg.api_key),) if cfg.api_key else ()
     run = _Run()
@@ -126,7 +127,7 @@ def send(path: str | Path, stub, cfg: Settings, timeout_s: float = 60.0, base: P
     def requests() -> Iterator[gateway_pb2.StreamConversationRequest]:
         recent = ContextMemory()
         try:
-            for item in segment.read(path, cfg.max_recording_seconds, base=base):
+            for item in segment.read(path, cfg.max_recording_seconds, base=base, speakers=speakers):
                 if run.stopped.is_set():
                     return
                 if isinstance(item, manifest.ManifestError):

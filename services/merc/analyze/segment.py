@@ -2,7 +2,8 @@
 
 Speech segments from silero-vad are merged across short pauses (a breath is not a new
 utterance), too-short blips are dropped and long monologues are split, so every utterance fits
-the encoders' audio limit. There is no diarisation: every utterance gets the same speaker.
+the encoders' audio limit. Where diarisation is installed (merc.analyze.diarize), each utterance is
+named for its speaker ("S1", "S2", ... in order of first appearance); without it, all share one.
 
 Where transcription is installed (merc.media.transcription), each utterance is transcribed and every
 word goes to the utterance its middle falls in, so every utterance carries its words as ``text`` and no
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from merc.analyze import manifest
+from merc.analyze import diarize, manifest
 from merc.media import SAMPLE_RATE, MediaError, transcription, vad, video
 
 AUDIO_SUFFIXES = manifest.AUDIO_SUFFIXES
@@ -127,8 +128,10 @@ def is_media_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_SUFFIXES | VIDEO_SUFFIXES
 
 
-def utterances(path: Path, max_seconds: float, cfg: Segmentation = Segmentation()) -> list[manifest.Utterance]:
-    """A bare audio or video file as manifest lines: one conversation, one line per utterance.
+def utterances(path: Path, max_seconds: float, cfg: Segmentation = Segmentation(),
+               speakers: int | None = None) -> list[manifest.Utterance]:
+    """A bare audio or video file as manifest lines: one conversation, one line per utterance, each
+    with its speaker (``speakers`` people when the caller knows how many; else found from the voices).
 
     Planned from what is decoded, never from the header's duration: the audio track (refused
     past ``max_seconds``, MERC_MAX_RECORDING_SECONDS) or, without one, the video's packet times.
@@ -139,28 +142,32 @@ def utterances(path: Path, max_seconds: float, cfg: Segmentation = Segmentation(
         if not found:
             raise MediaError(f"{path.name}: no speech found in the audio track")
         found, texts = _transcribe(wave, found, cfg)
+        who = diarize.speakers(wave, found, diarize.Diarisation(speakers=speakers))
     elif path.suffix.lower() in AUDIO_SUFFIXES:
         raise MediaError(f"{path.name}: no audio stream")
     else:
         total = video.duration_ms(path, max_seconds)
         found = [(s, min(s + cfg.silent_window_ms, total)) for s in range(0, total, cfg.silent_window_ms)]
         texts = [None] * len(found)
+        who = None
+    who = who or [""] * len(found)
     return [
         manifest.Utterance(line=i + 1, conversation=path.stem, utterance=i, video=path, start_ms=s, end_ms=e,
-                           text=text or None)
-        for i, ((s, e), text) in enumerate(zip(found, texts, strict=True))
+                           text=text or None, speaker=speaker)
+        for i, ((s, e), text, speaker) in enumerate(zip(found, texts, who, strict=True))
     ]
 
 
-def read(path: str | Path, max_seconds: float, base: Path | None = None) -> Iterator[manifest.Utterance | manifest.ManifestError]:
+def read(path: str | Path, max_seconds: float, base: Path | None = None,
+         speakers: int | None = None) -> Iterator[manifest.Utterance | manifest.ManifestError]:
     """What `merc analyze` reads: a manifest's lines (media relative to ``base``: ``manifest.read``), or a bare
-    media file's utterances (``max_seconds``: ``utterances``)."""
+    media file's utterances (``max_seconds``, ``speakers``: ``utterances``)."""
     path = Path(path)
     if not is_media_file(path):
         yield from manifest.read(path, base)
         return
     try:
-        found = utterances(path, max_seconds)
+        found = utterances(path, max_seconds, speakers=speakers)
     except MediaError as e:
         yield manifest.ManifestError(0, str(e))
         return
