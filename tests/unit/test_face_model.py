@@ -75,3 +75,22 @@ def test_erasing_blanks_one_rectangle_in_some_faces_only():
     assert 0 < int((blanked > 0).sum()) < 64  # about half
     area = blanked[blanked > 0].float() / (48 * 48)
     assert float(area.min()) > 0.005 and float(area.max()) <= 0.25
+
+
+def test_seeds_trained_at_once_give_the_same_models_as_one_after_another(tmp_path):
+    from merc.training import vision
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("publictest", 32)):
+        np.savez(tmp_path / f"fer2013-{split}.npz", x=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+                 y=rng.integers(0, len(LABELS), n))
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        args = ["--seeds", "2", "--jobs", str(jobs), "--epochs", "1", "--channels", "4,4,4,4", "--threads", "1",
+                "--cache", str(tmp_path), "--out", str(out / "1"), "--report", str(out / "report.md")]
+        assert vision.main(args) == 0
+        runs[jobs] = (out / "1" / "config.json").read_text(), (out / "report.md").read_text()
+    version = [next(line for line in text.splitlines() if '"version"' in line) for text, _ in runs.values()]
+    assert version[0] == version[1]  # seed 0's weights, bit for bit
+    assert "| 1 |" in runs[2][1] and "Averaged with its mirror image" in runs[2][1]
