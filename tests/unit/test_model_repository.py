@@ -46,9 +46,11 @@ def test_fusion_shapes_match_its_config():
 
 
 def test_weights_stay_small():
-    # `merc onnx`'s exports are generated next to the weights, never committed (.gitignore).
+    # A guard against committing what does not belong (exports, optimizer states, checkpoints): `merc onnx`'s
+    # exports are generated next to the weights, never committed (.gitignore). The budget was 20 MiB until the
+    # face CNN grew to 64-512 widths (19 MB of float32 weights, bench/results/vision_fer2013.md).
     total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file() and p.name != "model.onnx")
-    assert total < 20 * 2**20
+    assert total < 40 * 2**20
 
 
 def test_fusion_was_trained_on_the_shipped_encoders():
