@@ -53,6 +53,12 @@ def test_a_known_count_separates_voices_that_a_shared_channel_makes_alike():
     assert diarize.cluster(alike[:1], diarize.Diarisation(speakers=2)) == [0]
 
 
+def test_a_voice_at_the_recordings_mean_does_not_break_the_clustering():
+    a, b = unit(np.eye(4)[0] + 0.1), unit(np.eye(4)[1] + 0.1)
+    middle = (a + b) / 2  # exactly the three rows' mean: centred, it is the zero vector
+    assert len(set(diarize.cluster(np.stack([a, middle, b]), diarize.Diarisation(speakers=2)))) == 2
+
+
 def test_the_error_rate_matches_speakers_whatever_their_names():
     ref = [(0, 1000, "ann"), (1500, 2500, "bob")]
     assert score(ref, [(0, 1000, "S2"), (1500, 2500, "S1")]).rate() == 0.0
