@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / ".cache"
 FOLDS = (range(1, 5), range(5, 9), range(9, 13), range(13, 17))
-C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 FRAME_S = 0.02  # one Whisper encoder frame per 20 ms
 
 
