@@ -3,7 +3,8 @@
 A recording: 1, 2 or 3 actors (a monologue must stay one speaker), --turns clips in a random order with no actor twice in a row, each clip
 followed by --gap-ms of silence, as one track. Reference turns: each clip's voiced part (voice activity on
 the clip alone) under its actor. Hypothesis: what `merc analyze` does with a bare recording, utterance
-spans from voice activity (merc.analyze.segment.spans), then a speaker per span. Scored with the
+spans from voice activity (merc.analyze.segment.spans, split where the voice changes), then a speaker per
+span. Scored with the
 diarisation error rate (merc.evaluation.der: no collar, 10 ms grid), split into missed speech, false
 alarm (both from voice activity) and speaker confusion (the diarisation's own share).
 
@@ -60,13 +61,13 @@ def build(clips: list[ravdess.Clip], rng: np.random.Generator, turns: int, gap_m
     return np.concatenate(pieces), reference, actors
 
 
-def prepare(clips, seed: int, n: int, turns: int, gap_ms: int) -> list[dict]:
+def prepare(clips, seed: int, n: int, turns: int, gap_ms: int, split_turns: bool = True) -> list[dict]:
     """Recordings with their spans and span embeddings, computed once for every threshold."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         wave, reference, actors = build(clips, rng, turns, gap_ms)
-        spans = segment.spans(wave)
+        spans = segment.spans(wave, same_voice=diarize.same_voice(wave) if split_turns else None)
         ms = SAMPLE_RATE // 1000
         started = time.perf_counter()
         embeddings = speaker_encoder.embed([wave[s * ms : e * ms] for s, e in spans])
@@ -162,7 +163,9 @@ def write(rows: list[dict], args) -> None:
         "figures for three ways to cluster (vectors as they are; centred on the recording's mean; centred, then clusters "
         "merged back by their uncentred centroids), with and without the count known. Centring was kept only with the "
         "count known, the case where it won on the training actors as well; so the validation figures have seen one "
-        "round of design choice, not only the threshold choice above.",
+        "round of design choice, not only the threshold choice above. Splitting an utterance where the voice changes "
+        "after a short pause (segment.spans with diarize.same_voice, on by default) was kept after a scratch run on the "
+        "training actors alone (2 seeds, DER 27.6 -> 24.4 % with no silence added between clips, 21.8 -> 20.6 % with 300 ms).",
         "",
     ]
     (RESULTS / "diarisation.md").write_text("\n".join(lines))

@@ -139,3 +139,30 @@ def test_a_speaker_count_out_of_range_is_a_usage_error(tmp_path, capsys):
     sf.write(recording, np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
     assert cli.main(["analyze", str(recording), "--speakers", "0"]) == cli.EXIT_USAGE
     assert "--speakers must be 1 to" in capsys.readouterr().err
+
+
+def test_a_short_pause_joins_one_voice_but_not_two(monkeypatch):
+    ms = SAMPLE_RATE // 1000
+    pieces = [(0, 1000 * ms), (1300 * ms, 2300 * ms), (2600 * ms, 3600 * ms)]  # 300 ms pauses: under max_pause_ms
+    monkeypatch.setattr(segment.vad, "speech_segments", lambda wave: pieces)
+    wave = np.zeros(4 * SAMPLE_RATE, np.float32)
+    assert segment.spans(wave) == [(0, 3600)]
+    voice_of = lambda start: "ann" if start < 2500 * ms else "bob"  # noqa: E731
+    same = lambda utterance, piece: voice_of(utterance[0]) == voice_of(piece[0])  # noqa: E731
+    assert segment.spans(wave, same_voice=same) == [(0, 2300), (2600, 3600)]
+
+
+def test_quick_turns_of_two_people_become_two_utterances(tmp_path):
+    pretrained()
+    man, woman = ravdess(MAN[0], WOMAN[0])
+    # Each clip cut to its voice, then 300 ms between them: under the 700 ms that joins pauses.
+    recording = tmp_path / "call.flac"
+    sf.write(recording, np.concatenate([voiced(man), np.zeros(SAMPLE_RATE * 3 // 10, np.float32), voiced(woman)]),
+             SAMPLE_RATE)
+    lines = segment.utterances(recording, HOURS)
+    assert [u.speaker for u in lines] == ["S1", "S2"]
+
+
+def voiced(wave: np.ndarray) -> np.ndarray:
+    found = segment.vad.speech_segments(wave)
+    return wave[found[0][0] : found[-1][1]]

@@ -17,7 +17,7 @@ the validation actors (bench/results/diarisation.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ class Diarisation:
     # Average cosine similarity above which two groups of utterances are one speaker (bench/diarisation.py).
     threshold: float = 0.56
     speakers: int | None = None  # the number of people, when known: clusters down to exactly that many
+    min_turn_ms: int = 600  # segmentation splits at a voice change only between pieces at least this long
 
 
 def cluster(embeddings: np.ndarray, cfg: Diarisation = Diarisation()) -> list[int]:
@@ -61,6 +62,23 @@ def cluster(embeddings: np.ndarray, cfg: Diarisation = Diarisation()) -> list[in
         flat = fcluster(tree, t=1.0 - cfg.threshold, criterion="distance")
     order = {k: i for i, k in enumerate(dict.fromkeys(flat.tolist()))}
     return [order[k] for k in flat.tolist()]
+
+
+def same_voice(wave: np.ndarray, cfg: Diarisation = Diarisation()) -> Callable[[tuple[int, int], tuple[int, int]], bool] | None:
+    """For segmentation: whether a speech segment (sample range) sounds like the utterance before it, or None
+    where diarisation is unavailable. Either side shorter than ``min_turn_ms`` counts as the same voice: a
+    d-vector of a fraction of a second says little, and a breath or a "yes" is not worth a wrong split."""
+    if speaker_encoder.available() is not None:
+        return None
+    shortest = SAMPLE_RATE * cfg.min_turn_ms // 1000
+
+    def same(utterance: tuple[int, int], segment: tuple[int, int]) -> bool:
+        if utterance[1] - utterance[0] < shortest or segment[1] - segment[0] < shortest:
+            return True
+        a, b = speaker_encoder.embed([wave[utterance[0] : utterance[1]], wave[segment[0] : segment[1]]])
+        return float(a @ b) >= cfg.threshold
+
+    return same
 
 
 def speakers(wave: np.ndarray, spans: Sequence[tuple[int, int]], cfg: Diarisation = Diarisation()) -> list[str] | None:

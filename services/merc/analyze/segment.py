@@ -1,7 +1,7 @@
 """Utterances in a bare recording: boundaries from voice activity, when no manifest gives them.
 
 Speech segments from silero-vad are merged across short pauses (a breath is not a new
-utterance), too-short blips are dropped and long monologues are split, so every utterance fits
+utterance; a quick reply in another voice is, where diarisation can tell), too-short blips are dropped and long monologues are split, so every utterance fits
 the encoders' audio limit. Where diarisation is installed (merc.analyze.diarize), each utterance is
 named for its speaker ("S1", "S2", ... in order of first appearance); without it, all share one.
 
@@ -13,7 +13,7 @@ word is cut in two: an utterance's span is widened to its words' edges, up to th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +44,18 @@ class Segmentation:
     transcribe_whole: bool = False
 
 
-def spans(wave: np.ndarray, cfg: Segmentation = Segmentation()) -> list[tuple[int, int]]:
-    """[(start_ms, end_ms)] of the utterances in a 16 kHz mono clip."""
+def spans(wave: np.ndarray, cfg: Segmentation = Segmentation(),
+          same_voice: Callable[[tuple[int, int], tuple[int, int]], bool] | None = None) -> list[tuple[int, int]]:
+    """[(start_ms, end_ms)] of the utterances in a 16 kHz mono clip.
+
+    ``same_voice(utterance, segment)`` (sample ranges), where given, can keep a short pause from joining two
+    people: a quick reply is a new utterance when its voice differs from the one before (diarize.same_voice).
+    """
     ms = SAMPLE_RATE // 1000
     merged: list[list[int]] = []
     for s, e in vad.speech_segments(wave):
-        if merged and s - merged[-1][1] < cfg.max_pause_ms * ms:
+        if (merged and s - merged[-1][1] < cfg.max_pause_ms * ms
+                and (same_voice is None or same_voice((merged[-1][0], merged[-1][1]), (s, e)))):
             merged[-1][1] = e
         else:
             merged.append([s, e])
@@ -138,7 +144,7 @@ def utterances(path: Path, max_seconds: float, cfg: Segmentation = Segmentation(
     """
     wave = video.audio_track(path, max_seconds)
     if wave is not None:
-        found = spans(wave, cfg)
+        found = spans(wave, cfg, diarize.same_voice(wave))
         if not found:
             raise MediaError(f"{path.name}: no speech found in the audio track")
         found, texts = _transcribe(wave, found, cfg)
