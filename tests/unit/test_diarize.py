@@ -166,3 +166,19 @@ def test_quick_turns_of_two_people_become_two_utterances(tmp_path):
 def voiced(wave: np.ndarray) -> np.ndarray:
     found = segment.vad.speech_segments(wave)
     return wave[found[0][0] : found[-1][1]]
+
+
+def test_a_voice_change_check_reads_only_the_speech_next_to_the_pause(monkeypatch):
+    monkeypatch.setattr(speaker_encoder, "available", lambda: None)
+    heard: list[int] = []
+
+    def embed(waves):
+        heard.extend(len(w) for w in waves)
+        return np.stack([np.eye(4)[0]] * len(waves))
+
+    monkeypatch.setattr(speaker_encoder, "embed", embed)
+    cfg = diarize.Diarisation()
+    same = diarize.same_voice(np.zeros(120 * SAMPLE_RATE, np.float32), cfg)
+    # An hour-long run would otherwise be embedded whole at each of its pauses.
+    assert same((0, 100 * SAMPLE_RATE), (101 * SAMPLE_RATE, 119 * SAMPLE_RATE))
+    assert heard == [SAMPLE_RATE * cfg.turn_context_ms // 1000] * 2

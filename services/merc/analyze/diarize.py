@@ -37,6 +37,9 @@ class Diarisation:
     threshold: float = 0.56
     speakers: int | None = None  # the number of people, when known: clusters down to exactly that many
     min_turn_ms: int = 600  # segmentation splits at a voice change only between pieces at least this long
+    # ...comparing this much on either side of the pause: the voices next to it, at a cost that does not grow
+    # with the utterance (a long run of short pauses would otherwise be embedded again at every pause).
+    turn_context_ms: int = 3000
 
 
 def cluster(embeddings: np.ndarray, cfg: Diarisation = Diarisation()) -> list[int]:
@@ -65,17 +68,20 @@ def cluster(embeddings: np.ndarray, cfg: Diarisation = Diarisation()) -> list[in
 
 
 def same_voice(wave: np.ndarray, cfg: Diarisation = Diarisation()) -> Callable[[tuple[int, int], tuple[int, int]], bool] | None:
-    """For segmentation: whether a speech segment (sample range) sounds like the utterance before it, or None
-    where diarisation is unavailable. Either side shorter than ``min_turn_ms`` counts as the same voice: a
+    """For segmentation: whether a speech segment (sample range) sounds like the end of the utterance before it,
+    or None where diarisation is unavailable. Either side shorter than ``min_turn_ms`` counts as the same voice: a
     d-vector of a fraction of a second says little, and a breath or a "yes" is not worth a wrong split."""
     if speaker_encoder.available() is not None:
         return None
     shortest = SAMPLE_RATE * cfg.min_turn_ms // 1000
+    context = SAMPLE_RATE * cfg.turn_context_ms // 1000
 
     def same(utterance: tuple[int, int], segment: tuple[int, int]) -> bool:
         if utterance[1] - utterance[0] < shortest or segment[1] - segment[0] < shortest:
             return True
-        a, b = speaker_encoder.embed([wave[utterance[0] : utterance[1]], wave[segment[0] : segment[1]]])
+        before = wave[max(utterance[0], utterance[1] - context) : utterance[1]]
+        after = wave[segment[0] : min(segment[1], segment[0] + context)]
+        a, b = speaker_encoder.embed([before, after])
         return float(a @ b) >= cfg.threshold
 
     return same
