@@ -48,7 +48,10 @@ start_one() {
     encoder-text|encoder-audio|encoder-vision)
       env MERC_ENCODER_MODALITY="${name#encoder-}" MERC_ENCODER_PORT="$port" MERC_METRICS_PORT="$metrics" nohup "$PY" -m merc.encoder >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
     fusion) env MERC_FUSION_PORT="$port" MERC_METRICS_PORT="$metrics" MERC_FUSION_INSTANCE="${MERC_FUSION_INSTANCE:-local-0}" nohup "$PY" -m merc.fusion >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
-    gateway) env MERC_GATEWAY_PORT="$port" MERC_METRICS_PORT="$metrics" MERC_HTTP_PORT="${MERC_HTTP_PORT:-28080}" MERC_TEXT_ENCODER_URL="127.0.0.1:$(port_of encoder-text)" \
+    # Audio-only utterances get their words as text (Triton's transcriber) unless MERC_TRANSCRIBE_AUDIO=false:
+    # on a laptop the transcript is worth its seconds of CPU; the chart and compose leave it to the operator.
+    gateway) env MERC_GATEWAY_PORT="$port" MERC_METRICS_PORT="$metrics" MERC_HTTP_PORT="${MERC_HTTP_PORT:-28080}" \
+      MERC_TRANSCRIBE_AUDIO="${MERC_TRANSCRIBE_AUDIO:-true}" MERC_TEXT_ENCODER_URL="127.0.0.1:$(port_of encoder-text)" \
       MERC_AUDIO_ENCODER_URL="127.0.0.1:$(port_of encoder-audio)" MERC_VISION_ENCODER_URL="127.0.0.1:$(port_of encoder-vision)" nohup "$PY" -m merc.gateway >>"$MERC_RUN_DIR/logs/$name.log" 2>&1 & ;;
     *) echo "unknown service $name" >&2; exit 2 ;;
   esac

@@ -24,9 +24,18 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self.encoder = encoder
 
     def Encode(self, request: encoder_pb2.EncodeRequest, context: grpc.ServicerContext) -> encoder_pb2.EncodeResponse:
+        return self._answer(context, self.encoder.encode, request)
+
+    def Transcribe(self, request: encoder_pb2.TranscribeRequest, context: grpc.ServicerContext) -> encoder_pb2.TranscribeResponse:
+        transcribe = getattr(self.encoder.plugin, "transcribe", None)
+        if transcribe is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the {self.encoder.plugin.name} encoder does not transcribe; the audio encoder does")
+        return self._answer(context, transcribe, request)
+
+    def _answer(self, context: grpc.ServicerContext, call, request):
         # Anything not mapped here (a bug) is INTERNAL with a generic message: merc.runtime.errors.CatchAll.
         try:
-            return self.encoder.encode(request)
+            return call(request)
         except InvalidInput as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, public_message(e))
         except PermissionError as e:

@@ -4,9 +4,11 @@ import time
 
 import grpc
 import pytest
+from conftest import REPO
 from samples import face_png, voice_wav
 
 from e2e.conftest import new_conversation
+from merc.evaluation.wer import normalise
 from merc.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +54,17 @@ def test_every_mix_of_modalities_through_the_gateway(gateway, reader):
     assert events[0].incongruence > 0 and events[1].incongruence == 0
     # The undecodable audio was expected, never arrived: the event says so.
     assert events[3].degraded and list(events[3].missing_modalities) == [A]
+
+
+def test_an_utterance_of_audio_alone_is_transcribed_and_read_as_text_too(gateway, reader):
+    """The local stack's gateway transcribes (deploy/local/services.sh): the words of examples/speech.flac
+    go to the text encoder through Triton's transcriber, and the event fuses text and voice."""
+    conv = new_conversation()
+    reply = gateway.AnalyzeUtterance(request(conv, 0, audio=(REPO / "examples" / "speech.flac").read_bytes()), timeout=60)
+    assert normalise(reply.transcript) == normalise("Thank you so much for calling. I am really happy to help you today.")
+    assert list(reply.modalities) == [T, A] and not reply.errors
+    events = reader.collect(conv, 1)
+    assert events and list(events[-1].modalities) == [T, A]
 
 
 def test_the_audio_encoder_service_on_its_own(running, reader):

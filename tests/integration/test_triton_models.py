@@ -102,3 +102,20 @@ def test_face_encoder_matches_in_process(clients):
     assert a["EMBEDDING"].shape == (3, 128)
     np.testing.assert_allclose(a["PROBS"], b["PROBS"], atol=1e-4)
     assert triton.version("face_encoder") == local.version("face_encoder")
+
+
+def test_the_transcriber_hears_the_words_as_in_process(clients):
+    import soundfile as sf
+    from conftest import REPO
+
+    from merc.media import transcription
+
+    if (reason := transcription.available()) is not None:
+        pytest.skip(reason)
+    triton, local = clients
+    wave, _ = sf.read(REPO / "examples" / "speech.flac", dtype="float32")
+    batch = {"WAVE": wave[None], "LENGTH": np.array([[len(wave)]], np.int64)}
+    a, b = triton.infer("transcriber", batch), local.infer("transcriber", batch)
+    assert a["TEXT"][0][0] == b["TEXT"][0][0] == b"Thank you so much for calling. I am really happy to help you today."
+    assert a["DETECTED_LANGUAGE"][0][0] == b"en"
+    assert triton.version("transcriber") == local.version("transcriber")

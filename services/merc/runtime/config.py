@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     max_stream_conversations: int = Field(default=64, ge=1)
     max_stream_pending: int = Field(default=256, ge=1)
     gateway_port: int = 28050
+    # An utterance that comes with audio and no text gets its words from the audio encoder's Transcribe
+    # (the Triton model `transcriber`, Whisper base) and uses them as its text, context and all. Off by
+    # default: a short utterance costs about 2 s of 2 CPU cores (bench/results/transcription_serving.md). The
+    # transcript stays in the gateway's memory like a client's text; only the caller gets it back.
+    transcribe_audio: bool = False
+    # The language callers speak (ISO 639-1, e.g. "en"); empty: Whisper detects it per utterance, which
+    # can miss on a short one.
+    transcription_language: str = Field(default="", pattern=r"^([a-z]{2,3})?$")
     # The gateway's web page (conversation timeline, live) and its JSON/event-stream API over HTTP on
     # bind_host (HTTPS with the TLS settings below); 0 = off. merc.gateway.web.
     http_port: int = 28080

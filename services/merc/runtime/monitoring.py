@@ -58,7 +58,8 @@ EVENT_KINDS = ("complete", "degraded", "revised")
 GRPC_HANDLED = Counter("merc_grpc_server_handled", "gRPC calls handled, by method and status code", ["method", "code"])
 GRPC_SECONDS = Histogram("merc_grpc_server_handling_seconds", "Time to handle a gRPC call (a stream: its whole life)",
                          ["method"], buckets=LATENCY)
-FANOUT_SECONDS = Histogram("merc_gateway_fanout_seconds", "One encoder call of the gateway's fan-out, by modality and status code",
+FANOUT_SECONDS = Histogram("merc_gateway_fanout_seconds",
+                           "One encoder call of the gateway's fan-out, by modality (\"transcription\" for Transcribe) and status code",
                            ["modality", "code"], buckets=LATENCY)
 ENCODER_STAGE_SECONDS = Histogram("merc_encoder_stage_seconds", "Encoder stages of one utterance: decode_features, inference, publish",
                                   ["modality", "stage"], buckets=LATENCY)
@@ -183,8 +184,13 @@ class FanoutMetrics(grpc.UnaryUnaryClientInterceptor):
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         start = time.perf_counter()
+        # A transcription (seconds of Whisper) apart from the audio encoder's Encode (milliseconds): one
+        # series would hide both.
+        method = client_call_details.method
+        method = method.decode() if isinstance(method, bytes) else str(method)
+        label = "transcription" if method.endswith("/Transcribe") else self.modality
         outcome = continuation(client_call_details, request)
-        outcome.add_done_callback(lambda call: FANOUT_SECONDS.labels(self.modality, (call.code() or grpc.StatusCode.UNKNOWN).name)
+        outcome.add_done_callback(lambda call: FANOUT_SECONDS.labels(label, (call.code() or grpc.StatusCode.UNKNOWN).name)
                                   .observe(time.perf_counter() - start))
         return outcome
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from merc.v1 import common_pb2 as merc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15merc/v1/encoder.proto\x12\x07merc.v1\x1a\x14merc/v1/common.proto\"N\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xff\x01\n\rEncodeRequest\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1d\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x0e.merc.v1.Audio\x12\x1e\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x1d\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x0e.merc.v1.Image\x12.\n\x13\x65xpected_modalities\x18\x06 \x03(\x0e\x32\x11.merc.v1.Modality\x12\x12\n\nsent_at_ms\x18\x07 \x01(\x04\x12\x14\n\x0c\x63ontext_text\x18\x08 \x01(\t\"\x8a\x01\n\x0e\x45ncodeResponse\x12#\n\x08modality\x18\x01 \x01(\x0e\x32\x11.merc.v1.Modality\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12(\n\x07quality\x18\x03 \x01(\x0b\x32\x17.merc.v1.QualitySignals\x12\x15\n\rencoder_model\x18\x04 \x01(\t2K\n\x0e\x45ncoderService\x12\x39\n\x06\x45ncode\x12\x16.merc.v1.EncodeRequest\x1a\x17.merc.v1.EncodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15merc/v1/encoder.proto\x12\x07merc.v1\x1a\x14merc/v1/common.proto\"N\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xff\x01\n\rEncodeRequest\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1d\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x0e.merc.v1.Audio\x12\x1e\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x1d\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x0e.merc.v1.Image\x12.\n\x13\x65xpected_modalities\x18\x06 \x03(\x0e\x32\x11.merc.v1.Modality\x12\x12\n\nsent_at_ms\x18\x07 \x01(\x04\x12\x14\n\x0c\x63ontext_text\x18\x08 \x01(\t\"\x8a\x01\n\x0e\x45ncodeResponse\x12#\n\x08modality\x18\x01 \x01(\x0e\x32\x11.merc.v1.Modality\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12(\n\x07quality\x18\x03 \x01(\x0b\x32\x17.merc.v1.QualitySignals\x12\x15\n\rencoder_model\x18\x04 \x01(\t\"D\n\x11TranscribeRequest\x12\x1d\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x0e.merc.v1.Audio\x12\x10\n\x08language\x18\x02 \x01(\t\"C\n\x12TranscribeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t2\x92\x01\n\x0e\x45ncoderService\x12\x39\n\x06\x45ncode\x12\x16.merc.v1.EncodeRequest\x1a\x17.merc.v1.EncodeResponse\x12\x45\n\nTranscribe\x12\x1a.merc.v1.TranscribeRequest\x1a\x1b.merc.v1.TranscribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENCODEREQUEST']._serialized_end=415
   _globals['_ENCODERESPONSE']._serialized_start=418
   _globals['_ENCODERESPONSE']._serialized_end=556
-  _globals['_ENCODERSERVICE']._serialized_start=558
-  _globals['_ENCODERSERVICE']._serialized_end=633
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=558
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=626
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=628
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=695
+  _globals['_ENCODERSERVICE']._serialized_start=698
+  _globals['_ENCODERSERVICE']._serialized_end=844
 # @@protoc_insertion_point(module_scope)

@@ -56,3 +56,21 @@ class EncodeResponse(_message.Message):
     quality: _common_pb2.QualitySignals
     encoder_model: str
     def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., dimensions: _Optional[int] = ..., quality: _Optional[_Union[_common_pb2.QualitySignals, _Mapping]] = ..., encoder_model: _Optional[str] = ...) -> None: ...
+
+class TranscribeRequest(_message.Message):
+    __slots__ = ("audio", "language")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    audio: Audio
+    language: str
+    def __init__(self, audio: _Optional[_Union[Audio, _Mapping]] = ..., language: _Optional[str] = ...) -> None: ...
+
+class TranscribeResponse(_message.Message):
+    __slots__ = ("text", "language", "model")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    language: str
+    model: str
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...

@@ -41,6 +41,11 @@ class EncoderServiceStub:
                 request_serializer=merc_dot_v1_dot_encoder__pb2.EncodeRequest.SerializeToString,
                 response_deserializer=merc_dot_v1_dot_encoder__pb2.EncodeResponse.FromString,
                 _registered_method=True)
+        self.Transcribe = channel.unary_unary(
+                '/merc.v1.EncoderService/Transcribe',
+                request_serializer=merc_dot_v1_dot_encoder__pb2.TranscribeRequest.SerializeToString,
+                response_deserializer=merc_dot_v1_dot_encoder__pb2.TranscribeResponse.FromString,
+                _registered_method=True)
 
 
 class EncoderServiceServicer:
@@ -54,6 +59,16 @@ class EncoderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Transcribe(self, request, context):
+        """The words spoken in an utterance's audio (the audio encoder only; the others
+        answer UNIMPLEMENTED). Nothing is published or stored: the transcript goes
+        back to the caller (the gateway, when MERC_TRANSCRIBE_AUDIO is on), which
+        uses it as the utterance's text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EncoderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +76,11 @@ def add_EncoderServiceServicer_to_server(servicer, server):
                     servicer.Encode,
                     request_deserializer=merc_dot_v1_dot_encoder__pb2.EncodeRequest.FromString,
                     response_serializer=merc_dot_v1_dot_encoder__pb2.EncodeResponse.SerializeToString,
+            ),
+            'Transcribe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transcribe,
+                    request_deserializer=merc_dot_v1_dot_encoder__pb2.TranscribeRequest.FromString,
+                    response_serializer=merc_dot_v1_dot_encoder__pb2.TranscribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +112,33 @@ class EncoderService:
             '/merc.v1.EncoderService/Encode',
             merc_dot_v1_dot_encoder__pb2.EncodeRequest.SerializeToString,
             merc_dot_v1_dot_encoder__pb2.EncodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transcribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/merc.v1.EncoderService/Transcribe',
+            merc_dot_v1_dot_encoder__pb2.TranscribeRequest.SerializeToString,
+            merc_dot_v1_dot_encoder__pb2.TranscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,14 +26,16 @@ class AnalyzeUtteranceRequest(_message.Message):
     def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[_encoder_pb2.Audio, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ..., faces: _Optional[_Iterable[_Union[_encoder_pb2.Image, _Mapping]]] = ..., context_text: _Optional[str] = ...) -> None: ...
 
 class AnalyzeUtteranceResponse(_message.Message):
-    __slots__ = ("utterance", "modalities", "errors")
+    __slots__ = ("utterance", "modalities", "errors", "transcript")
     UTTERANCE_FIELD_NUMBER: _ClassVar[int]
     MODALITIES_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     utterance: _common_pb2.UtteranceRef
     modalities: _containers.RepeatedScalarFieldContainer[_common_pb2.Modality]
     errors: _containers.RepeatedCompositeFieldContainer[ModalityError]
-    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., errors: _Optional[_Iterable[_Union[ModalityError, _Mapping]]] = ...) -> None: ...
+    transcript: str
+    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., errors: _Optional[_Iterable[_Union[ModalityError, _Mapping]]] = ..., transcript: _Optional[str] = ...) -> None: ...
 
 class ModalityError(_message.Message):
     __slots__ = ("modality", "reason")
