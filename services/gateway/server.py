@@ -77,12 +77,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._pool = telemetry.carry_context(futures.ThreadPoolExecutor(max_workers=16))
 
     def AnalyzeUtterance(self, request: gateway_pb2.AnalyzeUtteranceRequest, context: grpc.ServicerContext) -> gateway_pb2.AnalyzeUtteranceResponse:
-        transcribed = self._transcribe(request)
-        response, error = self._analyze(request, transcribed)
+        transcript, problem = self._transcribe(request)
+        response, error = self._analyze(request, problem)
         if error is not None:
             context.abort(*error)
-        if transcribed is not None and not transcribed.reason:
-            response.transcript = request.text
+        response.transcript = transcript
         return response
 
     def StreamConversation(self, requests, context: grpc.ServicerContext):
@@ -114,42 +113,41 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "this stream's events were not read as fast as they came; "
                           "read the conversation with GetConversation and open a new stream")
 
-    def _transcribe(self, request: gateway_pb2.AnalyzeUtteranceRequest) -> gateway_pb2.ModalityError | None:
+    def _transcribe(self, request: gateway_pb2.AnalyzeUtteranceRequest) -> tuple[str, str]:
         """With MERC_TRANSCRIBE_AUDIO on, an utterance with audio and no text gets its audio's words as text.
 
         Runs before the utterance is remembered as context (streams) or fanned out, so the transcript takes
-        the path a client's own text would. Returns None when nothing was asked of the transcriber; else a
-        text ModalityError whose reason is empty on success, or says why the utterance has no text.
-        A transcript is never logged: it goes to the text encoder, the stream's memory and this caller.
+        the path a client's own text would. Returns (transcript, problem): the words, now the request's
+        text, or why it has none; both empty when there was nothing to transcribe. A transcript is never
+        logged: it goes to the text encoder, the stream's memory and this caller.
         """
         if not (self.settings.transcribe_audio and "audio" in given_modalities(request) and not request.text.strip()):
-            return None
+            return "", ""
         if not request.utterance.conversation_id or "audio" in oversized(request, self.settings):
-            return None  # _analyze refuses it, with the reason
+            return "", ""  # _analyze refuses it, with the reason
         try:
             security.check_tenant(request.utterance.tenant, self.tenant)
         except PermissionError:
-            return None  # as above
+            return "", ""  # as above
         stub = self.encoders.get("audio")
         if stub is None:
-            return gateway_pb2.ModalityError(modality=common_pb2.MODALITY_TEXT, reason="not transcribed: no audio encoder is configured")
+            return "", "not transcribed: no audio encoder is configured"
         try:
             reply = stub.Transcribe(encoder_pb2.TranscribeRequest(audio=request.audio, language=self.settings.transcription_language),
                                     timeout=self.timeout_s, metadata=security.forwarded_metadata())
         except grpc.RpcError as e:
             log.warning("an utterance was not transcribed: %s", e.code().name)
-            return gateway_pb2.ModalityError(modality=common_pb2.MODALITY_TEXT,
-                                             reason=public_message(f"not transcribed: {e.details() or e.code().name}"))
+            return "", public_message(f"not transcribed: {e.details() or e.code().name}")
         if not reply.text.strip():
-            return gateway_pb2.ModalityError(modality=common_pb2.MODALITY_TEXT, reason="transcribed: no words were heard")
+            return "", "transcribed: no words were heard"
         request.text = reply.text
-        return gateway_pb2.ModalityError(modality=common_pb2.MODALITY_TEXT)
+        return reply.text, ""
 
     def _analyze(self, request: gateway_pb2.AnalyzeUtteranceRequest,
-                 transcribed: gateway_pb2.ModalityError | None = None) -> tuple[gateway_pb2.AnalyzeUtteranceResponse, tuple | None]:
+                 transcription_problem: str = "") -> tuple[gateway_pb2.AnalyzeUtteranceResponse, tuple | None]:
         """Fan one utterance out to the encoders; (response, None) or (partial response, (code, message)).
 
-        ``transcribed`` is what _transcribe said: a reason there is reported with the other modalities' errors."""
+        ``transcription_problem`` (from _transcribe) is reported as the text modality's error."""
         if not request.utterance.conversation_id:
             return gateway_pb2.AnalyzeUtteranceResponse(), (grpc.StatusCode.INVALID_ARGUMENT, "utterance.conversation_id is required")
         given = given_modalities(request)
@@ -179,8 +177,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         calls = {m: self._pool.submit(self._encode, m, encoder_pb2.EncodeRequest(**common, **inputs[m]), metadata)
                  for m in given if m not in refused}
         response = gateway_pb2.AnalyzeUtteranceResponse(utterance=ref)
-        if transcribed is not None and transcribed.reason:
-            response.errors.append(transcribed)
+        if transcription_problem:
+            response.errors.add(modality=common_pb2.MODALITY_TEXT, reason=transcription_problem)
         failures = []
         for m, reason in refused.items():
             failures.append(grpc.StatusCode.INVALID_ARGUMENT)
@@ -305,8 +303,8 @@ class _Stream:
                 self.waiting.add((*key, ref.sequence))
         if refused:
             return self._reject(ref, grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
-        transcribed = self.gateway._transcribe(utterance)
-        if transcribed is not None and not transcribed.reason:
+        transcript, problem = self.gateway._transcribe(utterance)
+        if transcript:
             too_big = oversized(utterance, settings)  # the transcript is text now, under the text limit too
         if len(utterance.text) > settings.max_text_chars and "text" not in too_big:
             # Within the limit once its runs of spaces collapse (oversized): remember and send it collapsed,
@@ -316,7 +314,7 @@ class _Stream:
         context_text = self.recent.next(key, ref.speaker, "" if "text" in too_big else utterance.text)
         if not utterance.context_text:  # a client that sends its own context keeps it
             utterance.context_text = context_text
-        response, error = self.gateway._analyze(utterance, transcribed)
+        response, error = self.gateway._analyze(utterance, problem)
         if error is not None:
             with self.lock:
                 self.waiting.discard((*key, ref.sequence))
