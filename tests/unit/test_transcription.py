@@ -120,6 +120,8 @@ def test_the_model_is_assembled_once_atomically_and_a_bad_one_replaced(tmp_path,
     size = sum(p.stat().st_size for p in transcription._parts())
     model = folder / "model.bin"
     assert model.stat().st_size == size
+    # Readable by others: an image assembles it as root, Triton serves it as another user.
+    assert folder.stat().st_mode & 0o755 == 0o755 and model.stat().st_mode & 0o044 == 0o044
     before = model.stat().st_mtime_ns
     assert transcription.model_dir() == folder and model.stat().st_mtime_ns == before  # reused, not rewritten
     with open(model, "r+b") as f:  # a crash mid-copy, from a version of this code that wrote in place

