@@ -107,3 +107,24 @@ def test_the_text_and_vision_encoders_do_not_transcribe(encoder_stub):
     with pytest.raises(grpc.RpcError) as e:
         stub.Transcribe(encoder_pb2.TranscribeRequest(audio=encoder_pb2.Audio(data=SPEECH.read_bytes())), timeout=30)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "the audio encoder does" in e.value.details()
+
+
+def test_a_gpu_ctranslate2_cannot_use_falls_back_to_the_cpu(monkeypatch, caplog):
+    if (reason := transcription.available()) is not None:
+        pytest.skip(reason)
+    real = transcription._model
+
+    def no_cuda(threads, device="cpu", index=0):
+        if device != "cpu":
+            raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
+        return real(threads, device, index)
+
+    monkeypatch.setattr(transcription, "_model", no_cuda)
+    from merc.models.transcriber import Transcriber
+
+    model = Transcriber(device="cuda", index=0, threads=2)
+    assert (model.device, model.index) == ("cpu", 0)
+    assert "transcribing on the CPU" in caplog.text
+    wave, _ = sf.read(SPEECH, dtype="float32")
+    out = model.infer({"WAVE": wave[None], "LENGTH": np.array([[len(wave)]], np.int64)})
+    assert normalise(out["TEXT"][0][0].decode()) == normalise(SAID)

