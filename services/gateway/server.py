@@ -269,10 +269,12 @@ class _Stream:
         self.requests_done = threading.Event()
         self.closed = threading.Event()
         self.recent = ContextMemory()  # this stream's memory only; dropped with it
+        self.send_transcripts = False
 
     def consume(self, requests) -> None:
         try:
             for req in requests:
+                self.send_transcripts = self.send_transcripts or req.send_transcripts
                 self._send(req.utterance)
         finally:
             self.requests_done.set()
@@ -306,6 +308,8 @@ class _Stream:
         transcript, problem = self.gateway._transcribe(utterance)
         if transcript:
             too_big = oversized(utterance, settings)  # the transcript is text now, under the text limit too
+            if self.send_transcripts:  # before the utterance goes out, so before its event
+                self._tell(gateway_pb2.Transcribed(utterance=ref, transcript=transcript))
         if len(utterance.text) > settings.max_text_chars and "text" not in too_big:
             # Within the limit once its runs of spaces collapse (oversized): remember and send it collapsed,
             # as the text encoder reads it anyway, never the padding.
@@ -321,11 +325,14 @@ class _Stream:
             self._reject(ref, error[0], error[1], response.errors)
 
     def _reject(self, ref: common_pb2.UtteranceRef, code: grpc.StatusCode, reason: str, errors=()) -> None:
-        rejected = gateway_pb2.Rejected(utterance=ref, code=code.name, errors=errors, reason=reason)
-        # Blocks while the client is not reading its responses: back-pressure on its requests, not memory.
+        self._tell(gateway_pb2.Rejected(utterance=ref, code=code.name, errors=errors, reason=reason))
+
+    def _tell(self, item) -> None:
+        """Queue a Rejected or Transcribed for the client. Blocks while the client is not reading its
+        responses: back-pressure on its requests, not memory."""
         while not self.closed.is_set():
             try:
-                self.merged.put(rejected, timeout=0.5)
+                self.merged.put(item, timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -344,6 +351,9 @@ class _Stream:
             last = time.monotonic()
             if isinstance(event, gateway_pb2.Rejected):
                 yield gateway_pb2.StreamConversationResponse(rejected=event)
+                continue
+            if isinstance(event, gateway_pb2.Transcribed):
+                yield gateway_pb2.StreamConversationResponse(transcribed=event)
                 continue
             with self.lock:
                 self.waiting.discard((event.utterance.tenant, event.utterance.conversation_id, event.utterance.sequence))

@@ -12,7 +12,7 @@ import logging
 import grpc
 import pytest
 
-from merc.v1 import common_pb2, encoder_pb2
+from merc.v1 import common_pb2, encoder_pb2, gateway_pb2
 from unit.gateway_harness import GUARD_S, FakeEncoder, gateways, pcm, stream, utterance
 
 T, A = common_pb2.MODALITY_TEXT, common_pb2.MODALITY_AUDIO
@@ -114,3 +114,18 @@ def test_silence_gives_no_text_and_is_said(start):
     assert list(reply.modalities) == [A] and reply.transcript == ""
     assert [(e.modality, e.reason) for e in reply.errors] == [(T, "transcribed: no words were heard")]
     assert g.encoder.sent == []
+
+
+def test_a_stream_that_asks_gets_each_transcript_before_its_event_and_others_never_do(start):
+    g, audio = with_transcriber(start, SAID)
+    requests = [utterance("c", 0, text="", audio=pcm(1.0)), utterance("c", 1, text="", audio=pcm(1.0))]
+    asked = [gateway_pb2.StreamConversationRequest(utterance=u, send_transcripts=i == 0) for i, u in enumerate(requests)]
+    responses = list(g.stub.StreamConversation(iter(asked), timeout=GUARD_S))
+    items = [(r.WhichOneof("item"), getattr(r, r.WhichOneof("item")).utterance.sequence) for r in responses]
+    assert [(r.transcribed.utterance.sequence, r.transcribed.transcript) for r in responses
+            if r.HasField("transcribed")] == [(0, SAID[0]), (1, SAID[1])]
+    for seq in (0, 1):
+        assert items.index(("transcribed", seq)) < items.index(("event", seq))
+    g, audio = with_transcriber(start, SAID)
+    assert [r.WhichOneof("item") for r in stream(g, requests)] == ["event", "event"]
+    assert len(audio.asked) == 2  # transcribed all the same, only not sent

@@ -201,6 +201,8 @@ def _settle(run: _Run, response: gateway_pb2.StreamConversationResponse) -> None
         u = response.event.utterance
         run.settle((u.conversation_id, u.sequence), event=response.event)
         return
+    if not response.HasField("rejected"):
+        return  # another kind of item (a transcript, which this client does not ask for): nothing to settle
     rejected = response.rejected
     if rejected.code == grpc.StatusCode.ALREADY_EXISTS.name:
         return  # analysed before: still waiting, it takes its stored result (_from_store) once the stream ends

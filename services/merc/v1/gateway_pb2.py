@@ -27,7 +27,7 @@ from merc.v1 import encoder_pb2 as merc_dot_v1_dot_encoder__pb2
 from merc.v1 import events_pb2 as merc_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15merc/v1/gateway.proto\x12\x07merc.v1\x1a\x14merc/v1/common.proto\x1a\x15merc/v1/encoder.proto\x1a\x14merc/v1/events.proto\"\xc5\x01\n\x17\x41nalyzeUtteranceRequest\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1d\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x0e.merc.v1.Audio\x12\x1e\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x1d\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x14\n\x0c\x63ontext_text\x18\x06 \x01(\t\"\xa7\x01\n\x18\x41nalyzeUtteranceResponse\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12%\n\nmodalities\x18\x02 \x03(\x0e\x32\x11.merc.v1.Modality\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.merc.v1.ModalityError\x12\x12\n\ntranscript\x18\x04 \x01(\t\"D\n\rModalityError\x12#\n\x08modality\x18\x01 \x01(\x0e\x32\x11.merc.v1.Modality\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\x19StreamConversationRequest\x12\x33\n\tutterance\x18\x01 \x01(\x0b\x32 .merc.v1.AnalyzeUtteranceRequest\"s\n\x1aStreamConversationResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.merc.v1.EmotionEventH\x00\x12%\n\x08rejected\x18\x02 \x01(\x0b\x32\x11.merc.v1.RejectedH\x00\x42\x06\n\x04item\"z\n\x08Rejected\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.merc.v1.ModalityError\x12\x0e\n\x06reason\x18\x04 \x01(\t\"A\n\x16GetConversationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"C\n\x18\x45raseConversationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"7\n\x19\x45raseConversationResponse\x12\x1a\n\x12utterances_deleted\x18\x01 \x01(\r\"Y\n\x17GetConversationResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.merc.v1.EmotionEvent2\xfe\x02\n\x0eGatewayService\x12W\n\x10\x41nalyzeUtterance\x12 .merc.v1.AnalyzeUtteranceRequest\x1a!.merc.v1.AnalyzeUtteranceResponse\x12\x61\n\x12StreamConversation\x12\".merc.v1.StreamConversationRequest\x1a#.merc.v1.StreamConversationResponse(\x01\x30\x01\x12T\n\x0fGetConversation\x12\x1f.merc.v1.GetConversationRequest\x1a .merc.v1.GetConversationResponse\x12Z\n\x11\x45raseConversation\x12!.merc.v1.EraseConversationRequest\x1a\".merc.v1.EraseConversationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15merc/v1/gateway.proto\x12\x07merc.v1\x1a\x14merc/v1/common.proto\x1a\x15merc/v1/encoder.proto\x1a\x14merc/v1/events.proto\"\xc5\x01\n\x17\x41nalyzeUtteranceRequest\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1d\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x0e.merc.v1.Audio\x12\x1e\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x1d\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x0e.merc.v1.Image\x12\x14\n\x0c\x63ontext_text\x18\x06 \x01(\t\"\xa7\x01\n\x18\x41nalyzeUtteranceResponse\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12%\n\nmodalities\x18\x02 \x03(\x0e\x32\x11.merc.v1.Modality\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.merc.v1.ModalityError\x12\x12\n\ntranscript\x18\x04 \x01(\t\"D\n\rModalityError\x12#\n\x08modality\x18\x01 \x01(\x0e\x32\x11.merc.v1.Modality\x12\x0e\n\x06reason\x18\x02 \x01(\t\"j\n\x19StreamConversationRequest\x12\x33\n\tutterance\x18\x01 \x01(\x0b\x32 .merc.v1.AnalyzeUtteranceRequest\x12\x18\n\x10send_transcripts\x18\x02 \x01(\x08\"\xa0\x01\n\x1aStreamConversationResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.merc.v1.EmotionEventH\x00\x12%\n\x08rejected\x18\x02 \x01(\x0b\x32\x11.merc.v1.RejectedH\x00\x12+\n\x0btranscribed\x18\x03 \x01(\x0b\x32\x14.merc.v1.TranscribedH\x00\x42\x06\n\x04item\"K\n\x0bTranscribed\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x12\n\ntranscript\x18\x02 \x01(\t\"z\n\x08Rejected\x12(\n\tutterance\x18\x01 \x01(\x0b\x32\x15.merc.v1.UtteranceRef\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.merc.v1.ModalityError\x12\x0e\n\x06reason\x18\x04 \x01(\t\"A\n\x16GetConversationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"C\n\x18\x45raseConversationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"7\n\x19\x45raseConversationResponse\x12\x1a\n\x12utterances_deleted\x18\x01 \x01(\r\"Y\n\x17GetConversationResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.merc.v1.EmotionEvent2\xfe\x02\n\x0eGatewayService\x12W\n\x10\x41nalyzeUtterance\x12 .merc.v1.AnalyzeUtteranceRequest\x1a!.merc.v1.AnalyzeUtteranceResponse\x12\x61\n\x12StreamConversation\x12\".merc.v1.StreamConversationRequest\x1a#.merc.v1.StreamConversationResponse(\x01\x30\x01\x12T\n\x0fGetConversation\x12\x1f.merc.v1.GetConversationRequest\x1a .merc.v1.GetConversationResponse\x12Z\n\x11\x45raseConversation\x12!.merc.v1.EraseConversationRequest\x1a\".merc.v1.EraseConversationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,19 +41,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODALITYERROR']._serialized_start=471
   _globals['_MODALITYERROR']._serialized_end=539
   _globals['_STREAMCONVERSATIONREQUEST']._serialized_start=541
-  _globals['_STREAMCONVERSATIONREQUEST']._serialized_end=621
-  _globals['_STREAMCONVERSATIONRESPONSE']._serialized_start=623
-  _globals['_STREAMCONVERSATIONRESPONSE']._serialized_end=738
-  _globals['_REJECTED']._serialized_start=740
-  _globals['_REJECTED']._serialized_end=862
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=864
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=929
-  _globals['_ERASECONVERSATIONREQUEST']._serialized_start=931
-  _globals['_ERASECONVERSATIONREQUEST']._serialized_end=998
-  _globals['_ERASECONVERSATIONRESPONSE']._serialized_start=1000
-  _globals['_ERASECONVERSATIONRESPONSE']._serialized_end=1055
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1057
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1146
-  _globals['_GATEWAYSERVICE']._serialized_start=1149
-  _globals['_GATEWAYSERVICE']._serialized_end=1531
+  _globals['_STREAMCONVERSATIONREQUEST']._serialized_end=647
+  _globals['_STREAMCONVERSATIONRESPONSE']._serialized_start=650
+  _globals['_STREAMCONVERSATIONRESPONSE']._serialized_end=810
+  _globals['_TRANSCRIBED']._serialized_start=812
+  _globals['_TRANSCRIBED']._serialized_end=887
+  _globals['_REJECTED']._serialized_start=889
+  _globals['_REJECTED']._serialized_end=1011
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1013
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1078
+  _globals['_ERASECONVERSATIONREQUEST']._serialized_start=1080
+  _globals['_ERASECONVERSATIONREQUEST']._serialized_end=1147
+  _globals['_ERASECONVERSATIONRESPONSE']._serialized_start=1149
+  _globals['_ERASECONVERSATIONRESPONSE']._serialized_end=1204
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1206
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1295
+  _globals['_GATEWAYSERVICE']._serialized_start=1298
+  _globals['_GATEWAYSERVICE']._serialized_end=1680
 # @@protoc_insertion_point(module_scope)

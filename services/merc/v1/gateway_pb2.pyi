@@ -46,18 +46,30 @@ class ModalityError(_message.Message):
     def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StreamConversationRequest(_message.Message):
-    __slots__ = ("utterance",)
+    __slots__ = ("utterance", "send_transcripts")
     UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    SEND_TRANSCRIPTS_FIELD_NUMBER: _ClassVar[int]
     utterance: AnalyzeUtteranceRequest
-    def __init__(self, utterance: _Optional[_Union[AnalyzeUtteranceRequest, _Mapping]] = ...) -> None: ...
+    send_transcripts: bool
+    def __init__(self, utterance: _Optional[_Union[AnalyzeUtteranceRequest, _Mapping]] = ..., send_transcripts: _Optional[bool] = ...) -> None: ...
 
 class StreamConversationResponse(_message.Message):
-    __slots__ = ("event", "rejected")
+    __slots__ = ("event", "rejected", "transcribed")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIBED_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.EmotionEvent
     rejected: Rejected
-    def __init__(self, event: _Optional[_Union[_events_pb2.EmotionEvent, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ...) -> None: ...
+    transcribed: Transcribed
+    def __init__(self, event: _Optional[_Union[_events_pb2.EmotionEvent, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., transcribed: _Optional[_Union[Transcribed, _Mapping]] = ...) -> None: ...
+
+class Transcribed(_message.Message):
+    __slots__ = ("utterance", "transcript")
+    UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
+    utterance: _common_pb2.UtteranceRef
+    transcript: str
+    def __init__(self, utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., transcript: _Optional[str] = ...) -> None: ...
 
 class Rejected(_message.Message):
     __slots__ = ("utterance", "code", "errors", "reason")
