@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import threading
@@ -153,7 +154,7 @@ def main() -> None:
     audio_s = [seconds(p) for p in paths]
     report = {
         "command": f"PYTHONPATH=services .venv/bin/python bench/transcription_serving.py --utterances {args.utterances}",
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "clips": {"n": len(paths), "distinct": len(set(paths)), "ravdess": ravdess() is not None,
                   "mean_audio_s": float(np.mean(audio_s))},
         "model_alone": percentiles(model), "transcribe_rpc": percentiles(rpc),

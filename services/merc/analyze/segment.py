@@ -1,9 +1,10 @@
 """Utterances in a bare recording: boundaries from voice activity, when no manifest gives them.
 
 Speech segments from silero-vad are merged across short pauses (a breath is not a new
-utterance; a quick reply in another voice is, where diarisation can tell), too-short blips are dropped and long monologues are split, so every utterance fits
-the encoders' audio limit. Where diarisation is installed (merc.analyze.diarize), each utterance is
-named for its speaker ("S1", "S2", ... in order of first appearance); without it, all share one.
+utterance; a quick reply in another voice is, where diarisation can tell), too-short blips are
+dropped and long monologues are split, so every utterance fits the encoders' audio limit. Where
+diarisation is installed (merc.analyze.diarize), each utterance is named for its speaker ("S1",
+"S2", ... in order of first appearance); without it, all share one.
 
 Where transcription is installed (merc.media.transcription), each utterance is transcribed and every
 word goes to the utterance its middle falls in, so every utterance carries its words as ``text`` and no
