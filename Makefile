@@ -9,8 +9,11 @@ PY := $(VENV)/bin/python
 # Speaker diarisation's weights (merc.models.speaker_encoder): the wheel alone, since its own dependencies
 # (webrtcvad, librosa) are not used and webrtcvad no longer imports under current setuptools.
 DIARISATION := --no-deps resemblyzer==0.1.4
+# The larger text tier's base, all-mpnet-base-v2 (merc.models.text_encoder.MPNET): five wheels pinned by hash,
+# without the dependency the first one declares (an Orange add-on nothing here uses).
+TEXT_LARGE := --no-deps --require-hashes -r deploy/requirements/text-large.txt
 
-STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(DIARISATION)') | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml deploy/requirements/text-large.txt; echo '$(DIARISATION)') | sha256sum | cut -c1-12)
 BUF_VERSION := 1.47.2
 BUF := .tools/buf/node_modules/.bin/buf
 # Also the .proto files as one FileDescriptorSet (imports and comments included), merc/v1/merc.protoset:
@@ -41,17 +44,18 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/requirements/text-large.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q $(DIARISATION)
+	$(PY) -m pip install -q $(TEXT_LARGE)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # The models' ONNX exports (merc onnx; served instead of torch where present, bench/results/onnx.md),
 # redone whenever a model's committed files or the model code change: an export of other weights is
 # ignored at load, but one of older code (a changed graph) could only be caught here.
-ONNX_STAMP := .cache/onnx-$(shell cat model_repository/*/1/SHA256SUMS services/merc/models/*.py | sha256sum | cut -c1-12)
+ONNX_STAMP := .cache/onnx-$(shell cat model_repository/*/1/SHA256SUMS model_repository/*/1/*/SHA256SUMS services/merc/models/*.py | sha256sum | cut -c1-12)
 install: $(ONNX_STAMP)
 $(ONNX_STAMP): $(STAMP)
 	$(VENV)/bin/merc onnx

@@ -26,6 +26,9 @@ MERC_TRITON_START_TIMEOUT="${MERC_TRITON_START_TIMEOUT:-300}"
 # cpu: every model's config.pbtxt (KIND_CPU). gpu: their configs/gpu.pbtxt (KIND_GPU; generated from
 # config.pbtxt by `make model-configs`), chosen by tritonserver's --model-config-name=gpu.
 MERC_TRITON_DEVICE="${MERC_TRITON_DEVICE:-cpu}"
+# The text tier Triton serves (merc.models.tiers), and embedded mode loads: minilm, or mpnet (configs/mpnet.pbtxt,
+# configs/gpu-mpnet.pbtxt with MERC_TRITON_DEVICE=gpu).
+MERC_TEXT_TIER="${MERC_TEXT_TIER:-minilm}"
 MERC_MODEL_REPOSITORY="${MERC_MODEL_REPOSITORY:-$REPO/model_repository}"
 # The virtualenv the python-backend models run in (their EXECUTION_ENV_PATH) and the one
 # holding tritonserver (nvidia-pytriton pins numpy<2 and more, so it is kept apart).

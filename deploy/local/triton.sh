@@ -94,13 +94,22 @@ wait_ready() {
 }
 
 launch() {
-  local device_args=()
+  local config=() device_args=()
   case "$MERC_TRITON_DEVICE" in
     cpu) ;;
-    gpu) device_args=(--model-config-name=gpu) ;;
+    gpu) config+=(gpu) ;;
     *) echo "triton: MERC_TRITON_DEVICE must be cpu or gpu, not '$MERC_TRITON_DEVICE'" >&2; exit 2 ;;
   esac
-  echo "=== $(date -Is) tritonserver start, models from $MERC_MODEL_REPOSITORY ($MERC_TRITON_DEVICE configs)" >>"$log"
+  case "$MERC_TEXT_TIER" in
+    minilm) ;;
+    mpnet) config+=(mpnet) ;;
+    *) echo "triton: MERC_TEXT_TIER must be minilm or mpnet, not '$MERC_TEXT_TIER'" >&2; exit 2 ;;
+  esac
+  # Each model's configs/<name>.pbtxt (merc.models.triton_configs): gpu, mpnet or gpu-mpnet.
+  if ((${#config[@]})); then
+    device_args=(--model-config-name="$(IFS=-; echo "${config[*]}")")
+  fi
+  echo "=== $(date -Is) tritonserver start, models from $MERC_MODEL_REPOSITORY ($MERC_TRITON_DEVICE configs, text tier $MERC_TEXT_TIER)" >>"$log"
   # setsid: its own process group, so `stop` also ends python-backend stubs it leaves behind.
   # nvidia_pytriton.libs holds the bundled shared libraries (CUDA runtime stub, etc.).
   LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" nohup setsid "$SERVER_DIR/bin/tritonserver" \

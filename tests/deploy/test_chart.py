@@ -213,6 +213,7 @@ BAD_VALUES = [
     "gateway.httpPort=-1",
     "gateway.httpPort=65536",
     "gateway.httpIngress.enabled=on",
+    "triton.textTier=large",
 ]
 
 
@@ -491,6 +492,16 @@ def test_triton_loads_the_gpu_model_configs_exactly_when_it_gets_a_gpu(name):
     gpu = effective_values(name)["triton"]["gpu"]
     assert ("--model-config-name=gpu" in c["args"]) == gpu["enabled"]
     assert (gpu["resourceName"] in c["resources"].get("limits", {})) == gpu["enabled"]
+
+
+@pytest.mark.parametrize(("sets", "name"), [((), None), (("triton.gpu.enabled=true",), "gpu"),
+                                           (("triton.textTier=mpnet",), "mpnet"),
+                                           (("triton.gpu.enabled=true", "triton.textTier=mpnet"), "gpu-mpnet")])
+def test_triton_loads_the_config_of_its_device_and_text_tier(sets, name):
+    docs = tuple(yaml.safe_load_all(helm_template(sets=sets).stdout))
+    [triton] = [o for o in objects(docs, "Deployment") if component(o) == "triton"]
+    args = [a for a in pod_spec(triton)["containers"][0]["args"] if a.startswith("--model-config-name")]
+    assert args == ([f"--model-config-name={name}"] if name else [])
 
 
 def test_ingress_routes_grpc_to_the_gateway_with_tls():

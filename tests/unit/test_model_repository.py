@@ -12,15 +12,19 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import triton_to_np_dtype
 
+from merc.models import text_encoder, tiers
+
 MODELS = REPO / "model_repository"
 TRAINED = sorted(p.parent.parent for p in MODELS.glob("*/1/SHA256SUMS"))
+# Every folder of weights: the version folders and the text tiers' (merc.models.tiers).
+WEIGHTS = sorted(p.parent for p in [*MODELS.glob("*/1/SHA256SUMS"), *MODELS.glob("*/1/*/SHA256SUMS")])
 
 
-@pytest.mark.parametrize("model", TRAINED, ids=lambda p: p.name)
-def test_committed_files_match_their_sha256(model):
-    for line in (model / "1" / "SHA256SUMS").read_text().splitlines():
+@pytest.mark.parametrize("folder", WEIGHTS, ids=lambda p: str(p.relative_to(MODELS)))
+def test_committed_files_match_their_sha256(folder):
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split()
-        assert hashlib.sha256((model / "1" / name).read_bytes()).hexdigest() == digest, name
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
 
 
 @pytest.mark.parametrize("model", TRAINED, ids=lambda p: p.name)
@@ -53,12 +57,16 @@ def test_weights_stay_small():
     assert total < 40 * 2**20
 
 
-def test_fusion_was_trained_on_the_shipped_encoders():
+@pytest.mark.parametrize("tier", tiers.TIERS)
+def test_fusion_was_trained_on_the_shipped_encoders(tier):
     # The fusion reads the encoders' embeddings (and copies of the voice/face heads): retraining an
-    # encoder without retraining the fusion would silently change what its inputs mean.
-    trained_on = json.loads((MODELS / "fusion" / "1" / "config.json").read_text())["encoders"]
-    for name, version in trained_on.items():
-        assert json.loads((MODELS / name / "1" / "config.json").read_text())["version"] == version, name
+    # encoder without retraining the fusion would silently change what its inputs mean. A text tier's
+    # fusion reads that tier's text encoder.
+    fusion = json.loads((tiers.folder(MODELS / "fusion" / "1", tier) / "config.json").read_text())
+    for name, version in fusion["encoders"].items():
+        folder = tiers.folder(MODELS / name / "1", tier) if name in tiers.MODELS else MODELS / name / "1"
+        assert json.loads((folder / "config.json").read_text())["version"] == version, name
+    assert fusion["text_dim"] == text_encoder.base_of(fusion["encoders"]["text_encoder"]).dim
 
 
 def test_fusion_calibration_covers_every_modality_pattern():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from merc.models import graph_runner, onnx_export
+from merc.models import graph_runner, onnx_export, tiers
 from merc.models.audio_cnn import AudioCNN
 from merc.models.encoders import AudioEmotionEncoder, FaceEmotionEncoder
 from merc.models.graphs import AudioGraph, FaceGraph, FusionGraph, TextGraph
@@ -36,7 +36,8 @@ def repository(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo") / "model_repository"
     shutil.copytree(MODELS, repo, ignore=shutil.ignore_patterns("__pycache__", graph_runner.FILENAME))
     written = onnx_export.export_repository(repo)
-    assert sorted(p.parent.parent.name for p in written) == sorted(onnx_export.EXPORTS)
+    tiered = [f"{name}/1/{tier}" for name in tiers.MODELS for tier in tiers.TIERS if tier != tiers.DEFAULT]
+    assert sorted(str(p.parent.relative_to(repo)) for p in written) == sorted([f"{n}/1" for n in onnx_export.EXPORTS] + tiered)
     return repo
 
 
@@ -48,8 +49,8 @@ def torch_only(tmp_path_factory):
     return repo
 
 
-def _onnx(repo, name: str, graph) -> graph_runner.OnnxRunner:
-    return graph_runner.OnnxRunner(repo / name / "1" / graph_runner.FILENAME, graph.INPUTS, threads=1)
+def _onnx(repo, name: str, graph, tier: str = tiers.DEFAULT) -> graph_runner.OnnxRunner:
+    return graph_runner.OnnxRunner(tiers.folder(repo / name / "1", tier) / graph_runner.FILENAME, graph.INPUTS, threads=1)
 
 
 def _assert_close(torch_out: dict, onnx_out: dict) -> None:
@@ -90,15 +91,16 @@ def test_fusion_export_matches_torch(repository, batch):
     _assert_close(graph_runner.TorchRunner(graph)(*inputs), _onnx(repository, "fusion", graph)(*inputs))
 
 
+@pytest.mark.parametrize("tier", tiers.TIERS)
 @pytest.mark.parametrize("contexts", [None, ["", "[other] What time is it? | [same] I was out all day.", "[same] Ok."]])
-def test_text_export_matches_torch_at_any_length(repository, contexts):
-    encoder = TextEncoder.from_repository(MODELS / "text_encoder" / "1")
-    graph = TextGraph(encoder.model)
+def test_text_export_matches_torch_at_any_length(repository, contexts, tier):
+    encoder = TextEncoder.from_repository(tiers.folder(MODELS / "text_encoder" / "1", tier))
+    graph = TextGraph(encoder.model, encoder.base.token_types)
     texts = ["Hi.", "You are not going to believe what just happened to me on the way over here!", "No way."]
     for rows in (slice(0, 1), slice(0, 3)):
         batch = tokenize(encoder.tokenizer, texts[rows], contexts[rows] if contexts else None, encoder.max_length)
         ids = [batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")]
-        _assert_close(graph_runner.TorchRunner(graph)(*ids), _onnx(repository, "text_encoder", graph)(*ids))
+        _assert_close(graph_runner.TorchRunner(graph)(*ids), _onnx(repository, "text_encoder", graph, tier)(*ids))
 
 
 def test_the_tolerance_tells_weights_apart(repository):

@@ -46,7 +46,7 @@ def test_the_seed_soup_is_one_servable_adapter_with_averaged_heads():
     models = []
     for seed in range(2):
         torch.manual_seed(seed)
-        m = text.AdaptedMiniLM(te.load_base()[1], cfg)
+        m = text.AdaptedEncoder(te.load_base()[1], cfg)
         with torch.no_grad():
             for name, p in m.named_parameters():
                 if "lora_b" in name:
@@ -60,3 +60,16 @@ def test_the_seed_soup_is_one_servable_adapter_with_averaged_heads():
     with torch.no_grad():
         logits, _ = soup(batch)
     assert torch.isfinite(logits).all()
+
+
+def test_seeds_trained_in_parallel_processes_ship_the_same_adapter(tmp_path, monkeypatch):
+    # --jobs trains each seed in its own (spawned) process: the same arithmetic, so the same bytes.
+    said = ["I got the job!", "No way!", "Yes, I start Monday.", "That's amazing.", "I'm so scared though.", "Why?"]
+    dialogues = [Dialogue(f"d{d}", tuple(Utterance(f"d{d}", i, "AB"[i % 2], i % 2, t, (d + i) % 7, (d + i) % 3)
+                                         for i, t in enumerate(said))) for d in range(10)]
+    monkeypatch.setattr(text, "load_split", lambda split: dialogues if split == "train" else dialogues[:2])
+    cfg = text.TextTrainConfig(epochs=1, batch_size=16)
+    for name, jobs in (("one", 1), ("two", 2)):
+        text.train(cfg, 2, tmp_path / name / "1", log=lambda *_: None, jobs=jobs)
+    assert (tmp_path / "one" / "1" / "adapter.safetensors").read_bytes() == (
+        tmp_path / "two" / "1" / "adapter.safetensors").read_bytes()

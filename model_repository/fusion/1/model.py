@@ -5,15 +5,17 @@ from pathlib import Path
 import torch
 import triton_python_backend_utils as pb_utils
 
-from merc.models import batching
+from merc.models import batching, tiers
 from merc.models.predictor import INPUTS, FusionPredictor
 
 
 class TritonPythonModel:
     def initialize(self, args):
         torch.set_num_threads(int(batching.parameters(args).get("TORCH_THREADS", "1")))
-        # The weights live next to this file: the version directory Triton loaded.
-        self.predictor = FusionPredictor(Path(__file__).parent, device=batching.device(args))
+        # The weights live next to this file (the version directory Triton loaded), or in the subfolder of the
+        # tier the config names (merc.models.tiers).
+        tier = batching.parameters(args).get(tiers.PARAMETER, tiers.DEFAULT)
+        self.predictor = FusionPredictor(tiers.folder(Path(__file__).parent, tier), device=batching.device(args))
         self.outputs = batching.output_dtypes(pb_utils, args)
 
     def execute(self, requests):

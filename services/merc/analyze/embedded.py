@@ -84,7 +84,8 @@ class EmbeddedPipeline:
         self.store = Store(f"sqlite:///{db_path}")
         self.store.migrate()
         self.bus = MemoryBus()
-        self.inference = inference or LocalInference(self.settings.model_repository, self.settings.torch_threads)
+        self.inference = inference or LocalInference(self.settings.model_repository, self.settings.torch_threads,
+                                                       self.settings.text_tier)
         producer = self.bus.producer()
         self.encoders = {
             name: Encoder(cls(self.inference, self.settings), producer, self.settings.topic(topics.embeddings(name)), self.settings.tenant,

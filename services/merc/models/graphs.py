@@ -72,20 +72,24 @@ class FusionGraph(nn.Module):
 
 
 class TextGraph(nn.Module):
-    """The tokenizer's INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS i64 [B, L] -> EMBEDDING [B, 384] (pooled, unit norm).
+    """merc.models.text_encoder.tokenize's INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS i64 [B, L] -> EMBEDDING
+    [B, dim] (pooled, unit norm).
 
     ``bert``: the transformer with any LoRA adapter already merged (merc.models.lora.load_merged),
-    so the export holds plain weights and the adapter costs nothing at inference.
+    so the export holds plain weights and the adapter costs nothing at inference. ``token_types``: whether
+    it reads the segment ids (BERT) or they only choose the pooled tokens (MPNet).
     """
 
     INPUTS = ("INPUT_IDS", "ATTENTION_MASK", "TOKEN_TYPE_IDS")
     OUTPUTS = ("EMBEDDING",)
     DYNAMIC = {name: (0, 1) for name in INPUTS}
 
-    def __init__(self, bert: nn.Module) -> None:
+    def __init__(self, bert: nn.Module, token_types: bool = True) -> None:
         super().__init__()
         self.bert = bert
+        self.token_types = token_types
 
     def forward(self, input_ids, attention_mask, token_type_ids) -> tuple[torch.Tensor]:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        segments = {"token_type_ids": token_type_ids} if self.token_types else {}
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **segments).last_hidden_state
         return (pool(hidden, {"attention_mask": attention_mask, "token_type_ids": token_type_ids}),)

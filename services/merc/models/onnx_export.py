@@ -13,11 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from merc.models import tiers
 from merc.models.audio_cnn import AudioCNN
 from merc.models.context_model import ContextModel
 from merc.models.face_cnn import FaceCNN
 from merc.models.graph_runner import FILENAME, VERSION_KEY
 from merc.models.graphs import AudioGraph, FaceGraph, FusionGraph, TextGraph
+from merc.models.text_encoder import tokenize
 
 # The exporter warns once per torchvision op it cannot register (torchvision is not installed, and
 # no MERC model uses one): a dozen lines in every `make install` that say nothing.
@@ -69,13 +71,14 @@ def export_fusion(model: ContextModel, path: Path, version: str) -> Path:
     return export_graph(FusionGraph(model), fusion_example(model), path, version)
 
 
-def export_text(bert: nn.Module, tokenizer, path: Path, version: str) -> Path:
-    """``bert``: the transformer with its adapter merged (merc.models.text_encoder.TextEncoder.model)."""
+def export_text(bert: nn.Module, tokenizer, path: Path, version: str, token_types: bool = True) -> Path:
+    """``bert``: the transformer with its adapter merged (merc.models.text_encoder.TextEncoder.model);
+    ``token_types``: whether it reads segment ids (its base's)."""
     # Two rows of different lengths, so the export sees padding and a pair (segment B) input.
-    batch = tokenizer(["an utterance", "a somewhat longer utterance than the first one"],
-                      ["", "the context before it | said by another speaker"], padding=True, return_tensors="pt")
+    batch = tokenize(tokenizer, ["an utterance", "a somewhat longer utterance than the first one"],
+                     ["", "the context before it | said by another speaker"], 64)
     example = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    return export_graph(TextGraph(bert), example, path, version)
+    return export_graph(TextGraph(bert, token_types), example, path, version)
 
 
 # What each served model (merc.inference.local.FACTORIES) exports from what it loaded.
@@ -83,7 +86,7 @@ EXPORTS = {
     "face_encoder": lambda m, path: export_face(m.model, path, m.version),
     "audio_encoder": lambda m, path: export_audio(m.model, path, m.version),
     "fusion": lambda m, path: export_fusion(m.model, path, m.version),
-    "text_encoder": lambda m, path: export_text(m.model, m.tokenizer, path, m.version),
+    "text_encoder": lambda m, path: export_text(m.model, m.tokenizer, path, m.version, m.base.token_types),
 }
 
 
@@ -95,5 +98,10 @@ def export_repository(repository: Path) -> list[Path]:
     """
     from merc.inference.local import FACTORIES
 
-    return [export(FACTORIES[name](str(repository)), Path(repository) / name / "1" / FILENAME)
-            for name, export in EXPORTS.items()]
+    out = []
+    for name, export in EXPORTS.items():
+        for tier in tiers.TIERS if name in tiers.MODELS else (tiers.DEFAULT,):
+            folder = tiers.folder(Path(repository) / name / "1", tier)
+            if tier == tiers.DEFAULT or folder.is_dir():
+                out.append(export(FACTORIES[name](str(repository), tier), folder / FILENAME))
+    return out

@@ -5,6 +5,11 @@
   deploy/local with MERC_TRITON_DEVICE=gpu); a model without one keeps config.pbtxt. Only the
   instance kind differs: TORCH_THREADS still bounds a GPU instance's CPU-side work (tokenising,
   calibration), and the warm-up reads the same samples.
+- ``configs/mpnet.pbtxt``, ``configs/gpu-mpnet.pbtxt``: the same on the larger text tier
+  (merc.models.tiers), for ``--model-config-name=mpnet`` / ``gpu-mpnet`` (the chart's triton.textTier).
+  Every model has them, so a GPU deployment of the tier keeps every model on the GPU; the text
+  encoder's and the fusion's also name the tier (``TEXT_TIER``, which their adapters read), its
+  weights' version, and the embedding's size.
 - ``warmup/<file>``: the ``model_warmup`` samples Triton cannot make itself. Its zero_data for a
   string is the empty string (the tokenizer would see no word), and a zero LENGTH makes a
   one-sample audio clip.
@@ -15,19 +20,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from merc.models import tiers
 from merc.pipeline.text_context import causal_context
 
-GPU_CONFIG = Path("configs") / "gpu.pbtxt"
+CONFIGS = Path("configs")
+GPU_CONFIG = CONFIGS / "gpu.pbtxt"
 WARMUP_DIR = Path("warmup")
-GPU_HEADER = (
+HEADER = (
     "# Generated from ../config.pbtxt by `python -m merc.models.triton_configs` (make model-configs): edit that\n"
-    "# file, not this one. Triton reads this one instead when started with --model-config-name=gpu.\n"
+    "# file, not this one. Triton reads this one instead when started with --model-config-name={name}.\n"
 )
 _CPU_INSTANCES = re.compile(r"(instance_group \[[^\]]*\bkind: )KIND_CPU\b")
 
@@ -37,7 +45,42 @@ def gpu_config(config: str) -> str:
     gpu, n = _CPU_INSTANCES.subn(r"\g<1>KIND_GPU", config)
     if n != 1:
         raise ValueError(f"expected one KIND_CPU instance_group, found {n}")
-    return GPU_HEADER + gpu
+    return gpu
+
+
+def _set_dims(config: str, name: str, dims: int) -> str:
+    """Every declaration of tensor ``name`` (input, output, warm-up) given ``[dims]``."""
+    out, n = re.subn(rf'((?:name|key): "{name}",[^\n]*?dims: \[ )\d+( \])', rf"\g<1>{dims}\g<2>", config)
+    if n == 0:
+        raise ValueError(f"no {name} with dims in the config")
+    return out
+
+
+def tier_config(model_dir: Path, config: str, tier: str) -> str:
+    """config.pbtxt's text for ``tier``: a tier-aware model's weights, version and text size; others as they are."""
+    if model_dir.name not in tiers.MODELS:
+        return config
+    meta = json.loads((tiers.folder(model_dir / "1", tier) / "config.json").read_text())
+    if model_dir.name == "text_encoder":
+        from merc.models.text_encoder import adapter_base
+
+        config = _set_dims(config, "EMBEDDING", adapter_base(meta, model_dir).dim)
+    else:
+        config = _set_dims(config, "TEXT", meta["text_dim"])
+    config, n = re.subn(r'(key: "model_version", value: \{ string_value: ")[^"]*(")', rf'\g<1>{meta["version"]}\g<2>', config)
+    if n != 1:
+        raise ValueError("expected one model_version parameter")
+    return config + f'parameters: {{ key: "{tiers.PARAMETER}", value: {{ string_value: "{tier}" }} }}\n'
+
+
+def variants(model_dir: Path, config: str) -> dict[str, str]:
+    """Each --model-config-name the model answers to -> that config's text."""
+    out = {"gpu": gpu_config(config)}
+    for tier in tiers.TIERS:
+        if tier != tiers.DEFAULT:
+            out[tiers.config_name(False, tier)] = tier_config(model_dir, config, tier)
+            out[tiers.config_name(True, tier)] = gpu_config(out[tiers.config_name(False, tier)])
+    return out
 
 
 def strings(*values: str) -> bytes:
@@ -78,7 +121,8 @@ WARMUP_FILES: dict[str, dict[str, Callable[[str], bytes]]] = {
 def generated(model_dir: Path) -> dict[Path, bytes]:
     """Every file derived from ``model_dir``'s config.pbtxt, by path relative to ``model_dir``."""
     config = (model_dir / "config.pbtxt").read_text()
-    files = {GPU_CONFIG: gpu_config(config).encode()}
+    files = {CONFIGS / f"{name}.pbtxt": (HEADER.format(name=name) + text).encode()
+             for name, text in variants(model_dir, config).items()}
     for name, make in WARMUP_FILES.get(model_dir.name, {}).items():
         files[WARMUP_DIR / name] = make(config)
     return files

@@ -10,8 +10,10 @@ import socket
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from merc.models import tiers
 
 
 class Settings(BaseSettings):
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
     triton_url: str = "127.0.0.1:18001"
     triton_timeout_s: float = 10.0
     model_repository: str | None = None
+    # The text tier embedded mode loads (merc.models.tiers): minilm, the CPU default, or mpnet. Triton chooses
+    # its tier with the config it loads (the chart's triton.textTier), not with this.
+    text_tier: str = tiers.DEFAULT
     # In-process inference (embedded mode) on a laptop; deployments run one thread per process (the chart sets 1).
     torch_threads: int = 2
     # The corpora `merc train` and `merc eval` read (MELD, RAVDESS, FER2013); unset: a shared/data folder beside the checkout.
@@ -152,6 +157,11 @@ class Settings(BaseSettings):
     otlp_endpoint: str = ""
     # Share of new traces kept (a caller's sampled/unsampled decision is followed); 1.0 = all.
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("text_tier")
+    @classmethod
+    def _known_tier(cls, tier: str) -> str:
+        return tiers.check(tier)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

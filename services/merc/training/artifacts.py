@@ -31,8 +31,17 @@ def save_model(out: Path, model: nn.Module, config: dict, prefix: str) -> str:
     version = f"{prefix}-{sha256(out / 'weights.safetensors')[:12]}"
     (out / "config.json").write_text(json.dumps({**config, "version": version, "labels": list(LABELS)}, indent=2) + "\n")
     (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in ("weights.safetensors", "config.json")))
-    stamp_triton_version(out.parent / "config.pbtxt", version)
+    stamp(out, version)
     return version
+
+
+def stamp(out: Path, version: str) -> None:
+    """Name new weights in Triton's configs. ``out``: a version folder (``model/1``), or a text tier's
+    (``model/1/<tier>``, merc.models.tiers), whose generated configs read the version from its config.json."""
+    if (out.parent / "config.pbtxt").is_file():
+        stamp_triton_version(out.parent / "config.pbtxt", version)
+    elif (out.parent.parent / "config.pbtxt").is_file():
+        triton_configs.write_model(out.parent.parent)
 
 
 def stamp_triton_version(pbtxt: Path, version: str) -> None:

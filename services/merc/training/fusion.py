@@ -55,12 +55,13 @@ from merc.data.fusion_examples import (
 )
 from merc.evaluation import metrics
 from merc.media import quality
+from merc.models import text_encoder, tiers
 from merc.models.context_model import ContextConfig, ContextModel
 from merc.models.layers import DictConfig
 from merc.pipeline import calibration as cal
 from merc.pipeline.labels import LABELS, MODALITIES, SENTIMENTS
 from merc.training import fusion_report
-from merc.training.artifacts import sha256, stamp_triton_version
+from merc.training.artifacts import sha256, stamp
 
 
 @dataclass
@@ -235,12 +236,13 @@ def save(out: Path, model: ContextModel, calibration: dict, info: dict, encoders
     (out / "MODEL_CARD.md").write_text(card.replace("{version}", version))
     names = ["weights.safetensors", "config.json", "calibration.json", "MODEL_CARD.md"]
     (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in names))
-    stamp_triton_version(out.parent / "config.pbtxt", version)
+    stamp(out, version)
     return version
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import os
     import platform
     import shlex
     import sys
@@ -252,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=FusionTrainConfig.epochs)
     p.add_argument("--coverage", type=float, default=cal.DEFAULT_COVERAGE, help="conformal prediction-set coverage")
     p.add_argument("--repository", type=Path, help="model repository to read encoders from and write fusion/1 to")
-    p.add_argument("--results", type=Path, help="report folder (default bench/results)")
+    p.add_argument("--results", type=Path, help="report folder (default bench/results, or bench/results/TIER for --tier)")
+    p.add_argument("--tier", choices=tiers.TIERS, default=tiers.DEFAULT,
+                   help="the text tier (merc.models.tiers) whose encoder it reads and whose fusion it writes")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--standalone", type=float, default=FusionTrainConfig.standalone,
                    help="share of one-utterance voice-only and face-only conversations in training (their own label prior)")
@@ -271,14 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     root = repo_root()
     repository = args.repository or root / "model_repository"
     cache = root / ".cache"
-    results = args.results or root / "bench" / "results"
+    results = args.results or root / "bench" / "results" / ("" if args.tier == tiers.DEFAULT else args.tier)
     t0 = time.time()
     cfg = FusionTrainConfig(epochs=epochs, standalone=args.standalone, ema=args.ema,
                             model=ContextConfig(expert_residual=args.expert_residual))
     if args.manifest is not None:
         return train_recorded(load_recorded(repository, args.manifest, args.dev_manifest, log), cfg,
                               seeds, coverage, repository, results, command, log)
-    data = load_data(repository, cache, log)
+    data = load_data(repository, cache, log, args.tier)
+    cfg.model.text_dim = data.fit.text.shape[1]  # the tier's embedding size
     dev = dev_pairing(data, cfg.p_clean, cfg.p_present)
     y = data.dev.emotion
     per_seed, models = [], []
@@ -298,13 +303,15 @@ def main(argv: list[str] | None = None) -> int:
                                    [k for k in keys for _ in y], coverage)
     calibration["experts"] = fit_experts_on_patterns(out, y)
     calibration["fitted_on"] = "MELD dev with paired RAVDESS actors 19-20 / FER2013 publictest half B, per pattern"
-    card = fusion_report.model_card(cfg, per_seed, coverage)
-    version = save(repository / "fusion" / "1", model, calibration,
+    text_base = text_encoder.base_of(data.encoders["text_encoder"]).name
+    card = fusion_report.model_card(cfg, per_seed, coverage, text_base)
+    out_dir = tiers.folder(repository / "fusion" / "1", args.tier)
+    version = save(out_dir, model, calibration,
                    {"seed": per_seed[ship]["seed"], "epoch": per_seed[ship]["epoch"],
                     "report": "bench/results/fusion.md"}, data.encoders, card)
     fusion_report.write_figures(results / "figures", out, y, data.dev.lengths)
     r = {"command": command, "wall_s": time.time() - t0, "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
-         "out": "model_repository/fusion/1", "version": version, "shipped_seed": ship, "encoders": data.encoders,
+         "out": os.path.relpath(out_dir, root), "version": version, "shipped_seed": ship, "encoders": data.encoders,
          "sizes": {"fit": len(data.fit.emotion), "val": len(data.val.emotion), "dev": len(y)},
          "per_seed": per_seed, "coverage": coverage, "train_config": cfg.to_dict(),
          "weights": {k: out[k]["weights"].mean(0).round(3).tolist() for k in keys},

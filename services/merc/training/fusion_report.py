@@ -147,7 +147,7 @@ def write_report(r: dict, results: Path) -> str:
 
 MODEL_CARD = """# Model card: MERC fusion network ({version})
 
-- **What**: per utterance, a text expert (adapted all-MiniLM-L6-v2 embedding -> MLP), a voice expert
+- **What**: per utterance, a text expert (adapted {text_base} embedding -> MLP), a voice expert
   and a face expert (each the log-posterior of its encoder's own frozen emotion head -> MLP) are mixed
   by a **reliability gate** that sees the missing-modality mask, the quality signals (text length;
   voiced ratio, SNR, clipping; face found, detector score, sharpness) and each expert's confidence.
@@ -172,7 +172,7 @@ MODEL_CARD = """# Model card: MERC fusion network ({version})
   modality-availability pattern, fitted on MELD dev with the paired voice/face (calibration.json).
 - **Data licences**: MELD (GPL-3.0 repository, research use), RAVDESS (CC BY-NC-SA 4.0: the weights
   derived from it are for non-commercial use unless you retrain on data you may use commercially),
-  FER2013 (research use), all-MiniLM-L6-v2 (Apache-2.0).
+  FER2013 (research use), {text_base} (Apache-2.0).
 - **Intended use**: research and prototyping of per-utterance emotion events in English conversation.
 - **Limits**: scripted sitcom text, acted voices and posed faces are not contact-centre or tele-health
   audio/video; rare classes (fear, disgust) are recognised poorly; calibration holds on data like the
@@ -180,12 +180,12 @@ MODEL_CARD = """# Model card: MERC fusion network ({version})
 """
 
 
-def model_card(cfg: FusionTrainConfig, per_seed: list[dict], coverage: float) -> str:
+def model_card(cfg: FusionTrainConfig, per_seed: list[dict], coverage: float, text_base: str = "all-MiniLM-L6-v2") -> str:
     """The card, with ``{version}`` left for the trainer to fill in once the weights are hashed."""
     mean_wf1 = lambda k: pm([s["patterns"][k]["weighted_f1"] for s in per_seed])
     return MODEL_CARD.replace("{version}", "{{version}}").format(
         k=cfg.model.context, ema=cfg.ema, seeds=len(per_seed), wf1_text=mean_wf1("text"), wf1_all=mean_wf1("text+audio+vision"),
-        coverage=coverage)
+        coverage=coverage, text_base=text_base)
 
 
 MODEL_CARD_RECORDED = """# Model card: MERC fusion network ({{version}}), trained on a user's labelled manifest

