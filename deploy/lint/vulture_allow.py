@@ -47,3 +47,7 @@ _.inter_op_num_threads
 _.intra_op_num_threads
 # cuDNN autotuning for face training on a GPU (merc.training.vision), read by torch.
 _.benchmark
+# A pydantic validator (merc.runtime.config), called by pydantic.
+_known_tier
+# The GPU config's path (merc.models.triton_configs), read by its tests.
+GPU_CONFIG

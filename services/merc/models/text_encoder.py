@@ -93,11 +93,6 @@ def base_of(version: str) -> Base:
     return BY_VERSION[version.split("+", 1)[0]]
 
 
-# The default tier's, for callers that need the shape before any model is loaded.
-DIM = MINILM.dim
-NAME = MINILM.name
-VERSION = MINILM.version
-
 
 def _as_str(value) -> str:
     if isinstance(value, (bytes, bytearray, np.bytes_)):
