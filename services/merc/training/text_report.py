@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from merc.models import text_encoder as te
+from merc.models import tiers
 from merc.training.artifacts import pm, save_markdown
 
 
@@ -120,9 +121,11 @@ def model_card(r: dict, seeds: int, soup: list[Path] | None, adapter: Path) -> s
                else "the uniform soup of the seeds' adapters ships")
     return MODEL_CARD.format(version=r["version"], metrics=figures, rank=meta["rank"], turns=meta["context_turns"],
                              base=base.name, source=base.source, dim=base.dim, shipped=shipped,
-                             report=REPORTS[base.key], fusion_report=FUSION_REPORTS[base.key])
+                             report=_in_tier_results(base.key, "text_adapter.md"),
+                             fusion_report=_in_tier_results(base.key, "fusion.md"))
 
 
-# Where each tier's training and fusion reports are written (merc train text / merc train fusion --tier).
-REPORTS = {"minilm": "text_adapter.md", "mpnet": "mpnet/text_adapter.md"}
-FUSION_REPORTS = {"minilm": "fusion.md", "mpnet": "mpnet/fusion.md"}
+def _in_tier_results(tier: str, name: str) -> str:
+    """A report's path under bench/results: a text tier other than the default keeps its reports in a folder
+    named after it (merc train fusion --tier writes there)."""
+    return name if tier == tiers.DEFAULT else f"{tier}/{name}"
