@@ -1,6 +1,7 @@
 """Text tiers (merc.models.tiers): MiniLM by default, mpnet as the larger tier, chosen per deployment."""
 
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -12,6 +13,7 @@ from tritonclient.grpc import model_config_pb2
 
 from merc.analyze.embedded import EmbeddedPipeline
 from merc.analyze.manifest import Utterance
+from merc.evaluation import evaluate
 from merc.inference.local import LocalInference
 from merc.models import packaged, tiers, triton_configs
 from merc.models import text_encoder as te
@@ -28,6 +30,23 @@ def test_a_deployment_names_its_triton_config_by_device_and_tier():
     assert tiers.config_name(True, "mpnet") == "gpu-mpnet"
     with pytest.raises(ValueError, match="unknown text tier 'large'"):
         tiers.config_name(False, "large")
+
+
+def test_a_tiers_reports_sit_beside_the_defaults_in_its_own_folder(tmp_path):
+    assert tiers.results(tmp_path) == tmp_path
+    assert tiers.results(tmp_path, "mpnet") == tmp_path / "mpnet"
+    assert tiers.folder(tmp_path, "mpnet") == tmp_path / "mpnet"
+
+
+def test_export_refuses_a_repository_whose_tier_files_do_not_match_their_checksums(tmp_path):
+    repository = tmp_path / "repo"
+    shutil.copytree(MODELS, repository, ignore=shutil.ignore_patterns("__pycache__", "model.onnx"))
+    assert evaluate.verify(repository) == []
+    card = repository / "fusion" / "1" / "mpnet" / "MODEL_CARD.md"
+    card.write_text(card.read_text() + "tampered\n")
+    with pytest.raises(ValueError, match="fusion/1/mpnet/MODEL_CARD.md: missing or does not match"):
+        evaluate.export(repository, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unknown_tier_is_refused_at_start_up(monkeypatch):

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 VALIDATION_FRACTION = 0.10
 VALIDATION_SEED = 0  # the same held-out train dialogues as the text adapter's
 FIT_ACTORS, DEV_ACTORS = frozenset({17, 18}), frozenset({19, 20})
+POOL_FOLDS = ("fold0", "fold1")  # the training pools split in two (load_data), each the other's unseen voices and faces
 DEV_PAIRING_SEED = 1234  # one fixed dev pairing, so seeds, patterns and `merc eval` are compared on the same items
 DEV_HALVINGS = 10  # random halvings of dev that the calibration figures are cross-fitted over (dev_halves)
 # The protocol's defaults, here so that `merc eval` pairs dev as training did (FusionTrainConfig starts from them).
@@ -164,18 +165,20 @@ class Data:
     # A user's labelled manifest: voice and face as recorded, per split.
     recorded: dict[str, Paired] | None = None
 
-    def draw(self, part: str, rng: np.random.Generator, cfg: FusionTrainConfig) -> Paired:
-        """The examples of "fit" (redrawn every epoch) or "val"; dev is drawn once, by ``dev_pairing``."""
+    def draw(self, part: str, rng: np.random.Generator, cfg: FusionTrainConfig, pools: str = "fit") -> Paired:
+        """The examples of "fit" (redrawn every epoch) or "val"; dev is drawn once, by ``dev_pairing``.
+
+        ``pools``: which voices and faces they borrow, "fit" or one of its POOL_FOLDS."""
         if self.recorded is not None:
             real = self.recorded[part]
             if part != "fit":
                 return real
             return real.with_mask(pairing.drop_modalities(real.mask, rng, cfg.p_present))
-        paired = pair(getattr(self, part), self.pools["audio_fit"], self.pools["vision_fit"], rng, cfg.p_clean, cfg.p_present)
+        paired = pair(getattr(self, part), self.pools[f"audio_{pools}"], self.pools[f"vision_{pools}"], rng, cfg.p_clean, cfg.p_present)
         if part == "fit" and cfg.standalone > 0:
             n = int(cfg.standalone * len(paired.mask) / 2)
             for m in ("audio", "vision"):
-                paired = concat(paired, standalone(self.pools[f"{m}_fit"], m, n, rng, cfg))
+                paired = concat(paired, standalone(self.pools[f"{m}_{pools}"], m, n, rng, cfg))
         return paired
 
 
@@ -198,8 +201,20 @@ def load_data(repository: Path, cache: Path, log=print, tier: str = tiers.DEFAUL
     fit_a = np.isin(actors, list(FIT_ACTORS))
     pools = {"audio_fit": apool.subset(np.flatnonzero(fit_a)), "audio_dev": apool.subset(np.flatnonzero(~fit_a)),
              "vision_fit": fpool.subset(np.flatnonzero(half)), "vision_dev": fpool.subset(np.flatnonzero(~half))}
+    pools.update(fold_pools(apool, actors, fpool, np.flatnonzero(half)))
     return Data(*splits, audio.model.head, face.model.head,
                 {"text_encoder": text.version, "audio_encoder": audio.version, "face_encoder": face.version}, pools=pools)
+
+
+def fold_pools(audio: pairing.Pool, actors: np.ndarray, vision: pairing.Pool, fit_faces: np.ndarray) -> dict[str, pairing.Pool]:
+    """The training pools in POOL_FOLDS: one fit actor and half the fit faces each, so that each fold's
+    voices and faces are ones a fusion trained on the other has not seen (merc.training.fusion.choose_epochs)."""
+    faces = np.random.default_rng(1).permutation(fit_faces)
+    out = {}
+    for i, (name, actor) in enumerate(zip(POOL_FOLDS, sorted(FIT_ACTORS), strict=True)):
+        out[f"audio_{name}"] = audio.subset(np.flatnonzero(actors == actor))
+        out[f"vision_{name}"] = vision.subset(np.sort(faces[i :: len(POOL_FOLDS)]))
+    return out
 
 
 def _recorded_parts(rec, conversations: list[int]) -> Paired:

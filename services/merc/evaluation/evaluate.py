@@ -5,6 +5,7 @@ confusion matrices and reliability diagrams; seed means live in the trainers' re
 calibrate: refit the fusion model's per-pattern temperatures and conformal thresholds on
 development data (e.g. at another coverage) without retraining.
 export: copy the model repository, checksums verified, to a folder Triton can serve.
+eval and calibrate take ``--tier`` (merc.models.tiers): another tier's reports go to its own folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from merc.data.meld import repo_root
 from merc.evaluation import metrics, plots
+from merc.models import tiers
 from merc.pipeline import calibration as cal
 from merc.pipeline.labels import LABELS, MODALITIES
 
@@ -59,23 +61,23 @@ def evaluate_faces(repository: Path) -> tuple[np.ndarray, np.ndarray]:
     return y, probs.astype(np.float64)
 
 
-def _fusion_patterns(repository: Path, cache: Path):
+def _fusion_patterns(repository: Path, cache: Path, tier: str):
     """(labels, dialogue lengths, {pattern: logits}, the predictor, evaluate_patterns' outputs) of the shipped
-    fusion model on the paired dev set."""
+    fusion model of the text tier on the paired dev set."""
     from merc.data.fusion_examples import dev_pairing, evaluate_patterns, load_data
     from merc.models.predictor import FusionPredictor
 
-    predictor = FusionPredictor(repository / "fusion" / "1")
-    data = load_data(repository, cache, log=lambda *_: None)
+    predictor = FusionPredictor(tiers.folder(repository / "fusion" / "1", tier))
+    data = load_data(repository, cache, log=lambda *_: None, tier=tier)
     out = evaluate_patterns(predictor.model, dev_pairing(data))
     return data.dev.emotion, data.dev.lengths, {k: v["logits"] for k, v in out.items()}, predictor, out
 
 
-def evaluate(repository: Path, results: Path, cache: Path, log=print) -> dict:
+def evaluate(repository: Path, results: Path, cache: Path, log=print, tier: str = tiers.DEFAULT) -> dict:
     figures = results / "figures"
-    report: dict = {"models": {}}
+    report: dict = {"models": {}, "tier": tier}
     t0 = time.time()
-    y, lengths, logits, predictor, _ = _fusion_patterns(repository, cache)
+    y, lengths, logits, predictor, _ = _fusion_patterns(repository, cache, tier)
     for key, z in logits.items():
         fit = cal.for_pattern(predictor.calibration, key)
         probs = cal.softmax(z, fit["temperature"])
@@ -92,7 +94,9 @@ def evaluate(repository: Path, results: Path, cache: Path, log=print) -> dict:
     report["models"]["face encoder"] = _summary(y, probs)
     _figures(figures, "face", "face encoder, FER2013 publictest", y, probs)
     report["versions"] = {p.parent.name: json.loads((p / "config.json").read_text()).get("version")
-                          for p in sorted(repository.glob("*/1")) if (p / "config.json").is_file()}
+                          for p in (tiers.folder(v, tier) if v.parent.name in tiers.MODELS else v
+                                    for v in sorted(repository.glob("*/1")))
+                          if (p / "config.json").is_file()}
     report["wall_s"] = round(time.time() - t0)
     results.mkdir(parents=True, exist_ok=True)
     (results / "eval.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -113,6 +117,8 @@ def eval_markdown(r: dict) -> str:
     lines = [
         "# Evaluation of the shipped models (`merc eval`)",
         "",
+        *([f"Text tier: **{r['tier']}** (`merc eval --tier {r['tier']}`): its text encoder and its fusion network.", ""]
+          if r.get("tier", tiers.DEFAULT) != tiers.DEFAULT else []),
         "Each model as served, on its development data. Fusion rows use the shipped per-pattern calibration,",
         "which was fitted on this same dev set (so its ECE/coverage here are in-sample; the cross-fitted",
         "figures and the 3-seed means are in `fusion.md`). Encoder probabilities are uncalibrated softmax.",
@@ -156,15 +162,16 @@ def expert_report(y: np.ndarray, lengths: np.ndarray, expert_logits: np.ndarray,
     return "\n".join(lines) + "\n"
 
 
-def recalibrate(repository: Path, cache: Path, coverage: float, results: Path | None = None, log=print) -> dict:
+def recalibrate(repository: Path, cache: Path, coverage: float, results: Path | None = None, log=print,
+                tier: str = tiers.DEFAULT) -> dict:
     from merc.data.fusion_examples import fit_experts_on_patterns
 
-    y, lengths, logits, _, by_pattern = _fusion_patterns(repository, cache)
+    y, lengths, logits, _, by_pattern = _fusion_patterns(repository, cache, tier)
     keys = list(logits)
     fit = cal.fit_patterns(np.concatenate([logits[k] for k in keys]), np.tile(y, len(keys)), [k for k in keys for _ in y], coverage)
     fit["experts"] = fit_experts_on_patterns(by_pattern, y)
     fit["fitted_on"] = "MELD dev with paired RAVDESS actors 19-20 / FER2013 publictest half B, per pattern (merc calibrate)"
-    out = repository / "fusion" / "1"
+    out = tiers.folder(repository / "fusion" / "1", tier)
     (out / "calibration.json").write_text(json.dumps(fit, indent=2) + "\n")
     sums = out / "SHA256SUMS"
     names = [line.split()[1] for line in sums.read_text().splitlines()]
@@ -184,7 +191,7 @@ def recalibrate(repository: Path, cache: Path, coverage: float, results: Path | 
 def verify(repository: Path) -> list[str]:
     """Problems with the repository's committed files (empty when every checksum holds)."""
     problems = []
-    for sums in sorted(repository.glob("*/1/SHA256SUMS")):
+    for sums in sorted(repository.glob("*/1/**/SHA256SUMS")):  # a text tier's in its subfolder
         for line in sums.read_text().splitlines():
             digest, name = line.split()
             f = sums.parent / name
@@ -210,23 +217,29 @@ def main(command: str, argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog=f"merc {command}", description=__doc__.split("\n\n")[1])
     p.add_argument("--repository", type=Path, default=root / "model_repository")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    if command in ("eval", "calibrate"):
+        p.add_argument("--tier", choices=tiers.TIERS, default=tiers.DEFAULT,
+                       help="the text tier (merc.models.tiers) whose text encoder and fusion are measured")
     if command == "eval":
-        p.add_argument("--results", type=Path, default=root / "bench" / "results")
+        p.add_argument("--results", type=Path, help="report folder (default bench/results, or bench/results/TIER)")
     elif command == "calibrate":
         p.add_argument("--coverage", type=float, default=cal.DEFAULT_COVERAGE, help="conformal coverage, e.g. 0.9")
-        p.add_argument("--results", type=Path, default=root / "bench" / "results",
-                       help="where the experts' held-out calibration report goes (expert_calibration.md)")
+        p.add_argument("--results", type=Path,
+                       help="where the experts' held-out calibration report goes (expert_calibration.md; "
+                            "default bench/results, or bench/results/TIER)")
     else:
         p.add_argument("target", type=Path, help="empty (or new) folder to write the repository to")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cache = root / ".cache"
+    if command != "export":
+        args.results = args.results or tiers.results(root / "bench" / "results", args.tier)
     if command == "eval":
-        evaluate(args.repository, args.results, cache)
+        evaluate(args.repository, args.results, cache, tier=args.tier)
     elif command == "calibrate":
         if not 0.5 <= args.coverage < 1:
             p.error("--coverage must be in [0.5, 1)")
-        recalibrate(args.repository, cache, args.coverage, args.results)
+        recalibrate(args.repository, cache, args.coverage, args.results, tier=args.tier)
     else:
         n = export(args.repository, args.target)
         print(f"exported {n} models to {args.target} (checksums verified)")

@@ -32,6 +32,11 @@ def folder(version_dir: Path, tier: str = DEFAULT) -> Path:
     return version_dir if check(tier) == DEFAULT else version_dir / tier
 
 
+def results(reports: Path, tier: str = DEFAULT) -> Path:
+    """Where ``tier``'s reports go under a reports folder (bench/results): its own subfolder, as for weights."""
+    return reports if check(tier) == DEFAULT else reports / tier
+
+
 def config_name(gpu: bool, tier: str = DEFAULT) -> str | None:
     """Triton's --model-config-name for a deployment (None: each model's config.pbtxt)."""
     name = "-".join(part for part in ("gpu" if gpu else "", "" if check(tier) == DEFAULT else tier) if part)

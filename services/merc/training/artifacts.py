@@ -89,6 +89,12 @@ def metrics_table(rows: list[dict], split: str) -> list[str]:
     return lines
 
 
+def command_line(command: str, argv: list[str] | None) -> str:
+    """How a trainer was run, for its report: ``merc train X`` hands main() its arguments; without them
+    it ran as ``python -m merc.training.X`` and they are the interpreter's."""
+    return f"{command} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
+
+
 def write_report(
     path: Path, title: str, command: str, argv: list[str] | None, started: float, threads: int,
     shipped: str, version: str, data: str, rows: list[dict], split: str, device: str = "cpu",
@@ -97,7 +103,7 @@ def write_report(
     lines = [
         f"# {title}",
         "",
-        f"Command: `{command} {shlex.join(sys.argv[1:] if argv is None else argv)}`  ",
+        f"Command: `{command_line(command, argv)}`  ",
         f"Wall time: {time.time() - started:.0f} s on {where(device, threads)}, torch {torch.__version__}  ",
         f"Shipped: `{shipped}` version `{version}` (seed 0; seeds are not chosen on {split})",
         "",

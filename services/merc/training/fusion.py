@@ -14,6 +14,10 @@ Protocol (honest by construction):
   to ship, on their text alone (their voices and faces could only come from the training pools);
   MELD dev is never used for either; what they score, and what ships, is the moving average of
   the weights (``FusionTrainConfig.ema``; ``python -m merc.training.fusion_sweep`` compares decays);
+- how many epochs at most is chosen first on voices and faces the fusion has not seen: trained on
+  one fit actor and half the fit faces, early-stopped on those dialogues paired with the other
+  actor and faces, both ways (``choose_epochs``); text alone would let a text tier that keeps
+  improving train on while the voice and face paths memorise their small pools;
 - temperature and conformal threshold are fitted on dev per availability pattern; the dev
   figures for them are cross-fitted (fit on half the dev dialogues, measure on the other).
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,7 @@ from merc.data.fusion_examples import (
     DEV_PAIRING_SEED,
     P_CLEAN,
     P_PRESENT,
+    POOL_FOLDS,
     Data,
     Paired,
     dev_halves,
@@ -61,7 +66,7 @@ from merc.models.layers import DictConfig
 from merc.pipeline import calibration as cal
 from merc.pipeline.labels import LABELS, MODALITIES, SENTIMENTS
 from merc.training import fusion_report
-from merc.training.artifacts import sha256, stamp
+from merc.training.artifacts import command_line, sha256, stamp
 
 
 @dataclass
@@ -87,6 +92,10 @@ class FusionTrainConfig(DictConfig):
     # usual stopping epoch (2-3, ~230 steps each) 3-10 % of it is still the initialisation, a shrinkage
     # that helped: a warm-up that follows the weights early (decay min(ema, t/(t+9))) scored 0.619.
     ema: float = 0.995
+    # How many epochs is chosen on voices and faces the fusion has not seen (choose_epochs); without it,
+    # the held-out dialogues' text alone decides, and a text tier whose text keeps improving for many
+    # epochs lets the voice and face experts memorise their pools meanwhile.
+    pool_folds: bool = True
     # The experts' residual keeps a lone voice clip or face near its encoder's answer (fusion.md).
     model: ContextConfig = field(default_factory=lambda: ContextConfig(expert_residual=True))
 
@@ -94,7 +103,26 @@ class FusionTrainConfig(DictConfig):
 # ---------------------------------------------------------------------------- training
 
 
-def train_one(data: Data, cfg: FusionTrainConfig, seed: int, log=print) -> tuple[ContextModel, dict]:
+def choose_epochs(data: Data, cfg: FusionTrainConfig, seed: int, log=print) -> list[int]:
+    """The best epoch of each fold of the training pools: trained on one fold's voices and faces,
+    early-stopped on the held-out dialogues paired with the other's, with every pattern of traffic.
+
+    Under the pairing protocol the held-out dialogues could otherwise only borrow voices and faces the
+    fusion trains on (train_one), and those can say nothing of memorising them."""
+    return [train_one(data, cfg, seed, lambda *a: None, pools=(fold, other))[1]["epoch"]
+            for fold, other in zip(POOL_FOLDS, POOL_FOLDS[::-1], strict=True)]
+
+
+def train_one(data: Data, cfg: FusionTrainConfig, seed: int, log=print,
+              pools: tuple[str, str] = ("fit", "fit")) -> tuple[ContextModel, dict]:
+    """One seed, early-stopped on the held-out train dialogues. ``pools``: the voices and faces that
+    training and early stopping borrow ("fit", or POOL_FOLDS); with the fit pools for both, under the
+    pairing protocol, the held-out dialogues' text alone decides, and ``cfg.pool_folds`` first bounds
+    the epochs by choose_epochs."""
+    folds = None
+    if cfg.pool_folds and data.recorded is None and pools == ("fit", "fit"):
+        folds = choose_epochs(data, cfg, seed, log)
+        cfg = replace(cfg, epochs=max(1, round(float(np.mean(folds)))))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = ContextModel(cfg.model)
@@ -108,15 +136,15 @@ def train_one(data: Data, cfg: FusionTrainConfig, seed: int, log=print) -> tuple
     # under the pairing protocol the held-out dialogues can only borrow voices and faces from the
     # training pools, and scoring those would reward memorising them (seeds picked that way trained
     # twice as long and did worse on dev's unseen clips): there, the held-out dialogues' text decides.
-    val = data.draw("val", np.random.default_rng(10_000 + seed), cfg)
-    if data.recorded is None:
+    val = data.draw("val", np.random.default_rng(10_000 + seed), cfg, pools[1])
+    if data.recorded is None and pools[0] == pools[1]:
         val = val.with_mask(pairing.pattern_mask(len(val.mask), ("text",)))
 
     average = copy.deepcopy(model) if cfg.ema > 0 else model
     best, best_f1, best_epoch, stale = None, -1.0, 0, 0
     for epoch in progress.steps(range(1, cfg.epochs + 1), "fusion: epochs (early stopping may end sooner)"):
         model.train()
-        fit = data.draw("fit", rng, cfg)  # redrawn every epoch
+        fit = data.draw("fit", rng, cfg, pools[0])  # redrawn every epoch
         n = len(fit.split.lengths)
         order = rng.permutation(n)
         # At most about an epoch of memory, so a small manifest's few steps per epoch do not leave the
@@ -148,8 +176,10 @@ def train_one(data: Data, cfg: FusionTrainConfig, seed: int, log=print) -> tuple
                 break
     model.load_state_dict(best)
     model.eval()
-    log(f"  seed {seed}: best held-out-train weighted F1 {best_f1:.4f} at epoch {best_epoch} (stopped at {epoch})")
-    return model, {"seed": seed, "val_weighted_f1": best_f1, "epoch": best_epoch}
+    bound = "" if folds is None else f" of at most {cfg.epochs} (the pool folds' best: {', '.join(map(str, folds))})"
+    log(f"  seed {seed}: best held-out-train weighted F1 {best_f1:.4f} at epoch {best_epoch}{bound} (stopped at {epoch})")
+    info = {"seed": seed, "val_weighted_f1": best_f1, "epoch": best_epoch}
+    return model, info if folds is None else {**info, "fold_epochs": folds}
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -244,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import os
     import platform
-    import shlex
-    import sys
 
     from merc.data.meld import repo_root
 
@@ -262,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of one-utterance voice-only and face-only conversations in training (their own label prior)")
     p.add_argument("--ema", type=float, default=FusionTrainConfig.ema,
                    help="decay of the weights' moving average that is scored and shipped (0: the last step's weights)")
+    p.add_argument("--no-pool-folds", dest="pool_folds", action="store_false",
+                   help="let the held-out dialogues' text alone decide how long to train (no epochs chosen on unseen voices and faces)")
     p.add_argument("--no-expert-residual", dest="expert_residual", action="store_false",
                    help="emotion logits from the context head alone, without the gated experts' log-posteriors added")
     p.add_argument("--manifest", type=Path, help="train on your own paired data: a conversation manifest with `label` on every line")
@@ -271,13 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--manifest and --dev-manifest go together")
     torch.set_num_threads(args.threads)
     seeds, epochs, coverage, log = args.seeds, args.epochs, args.coverage, print
-    command = "merc train fusion " + shlex.join(sys.argv[2:] if argv is None else argv)
+    command = command_line("merc train fusion", argv)
     root = repo_root()
     repository = args.repository or root / "model_repository"
     cache = root / ".cache"
-    results = args.results or root / "bench" / "results" / ("" if args.tier == tiers.DEFAULT else args.tier)
+    results = args.results or tiers.results(root / "bench" / "results", args.tier)
     t0 = time.time()
-    cfg = FusionTrainConfig(epochs=epochs, standalone=args.standalone, ema=args.ema,
+    cfg = FusionTrainConfig(epochs=epochs, standalone=args.standalone, ema=args.ema, pool_folds=args.pool_folds,
                             model=ContextConfig(expert_residual=args.expert_residual))
     if args.manifest is not None:
         return train_recorded(load_recorded(repository, args.manifest, args.dev_manifest, log), cfg,
@@ -308,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = tiers.folder(repository / "fusion" / "1", args.tier)
     version = save(out_dir, model, calibration,
                    {"seed": per_seed[ship]["seed"], "epoch": per_seed[ship]["epoch"],
-                    "report": "bench/results/fusion.md"}, data.encoders, card)
+                    "report": (tiers.results(Path("bench/results"), args.tier) / "fusion.md").as_posix()}, data.encoders, card)
     fusion_report.write_figures(results / "figures", out, y, data.dev.lengths)
     r = {"command": command, "wall_s": time.time() - t0, "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
          "out": os.path.relpath(out_dir, root), "version": version, "shipped_seed": ship, "encoders": data.encoders,

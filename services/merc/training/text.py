@@ -37,13 +37,14 @@ from merc import progress
 from merc.data.meld import Dialogue, holdout_split, load_split
 from merc.evaluation import metrics
 from merc.models import text_encoder as te
+from merc.models import tiers
 from merc.models.layers import DictConfig
 from merc.models.lora import LoRAConfig, adapter_state, add_lora, soup
 from merc.pipeline import text_context
 from merc.pipeline.labels import LABELS, SENTIMENTS
 from merc.runtime.config import settings
 from merc.training import text_report
-from merc.training.artifacts import sha256, stamp
+from merc.training.artifacts import command_line, sha256, stamp
 
 VALIDATION_FRACTION = 0.10
 VALIDATION_SEED = 0  # the same held-out train dialogues as the fusion trainer
@@ -288,8 +289,6 @@ def soup_runs(runs: list[Path], out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import platform
-    import shlex
-    import sys
 
     from merc.data.meld import repo_root
 
@@ -299,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the tier: minilm (CPU default) or mpnet (larger, for GPU deployments)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=TextTrainConfig.epochs)
-    p.add_argument("--out", type=Path, default=root / "model_repository" / "text_encoder" / "1")
-    p.add_argument("--results", type=Path, default=root / "bench" / "results")
+    p.add_argument("--out", type=Path, help="the adapter folder (default: the tier's, merc.models.tiers.folder)")
+    p.add_argument("--results", type=Path, help="report folder (default bench/results, or bench/results/TIER for another tier)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=TextTrainConfig.lr)
     p.add_argument("--rank", type=int, default=LoRAConfig.rank, help="LoRA rank (alpha = 2 x rank)")
@@ -318,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, nargs="*", default=[], metavar="RUN",
                    help="with --soup: further runs (folders with text_adapter.json) for the report's table")
     args = p.parse_args(argv)
+    # Each tier trains into its own folders: an mpnet adapter in the default's place would not fit its fusion.
+    args.out = args.out or tiers.folder(root / "model_repository" / "text_encoder" / "1", args.base)
+    args.results = args.results or tiers.results(root / "bench" / "results", args.base)
     torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # the same float32 arithmetic as on CPU
     t0 = time.time()
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                               class_weight_power=args.class_weight_power,
                               lora=LoRAConfig(rank=args.rank, alpha=2.0 * args.rank, targets=te.BASES[args.base].lora_targets))
         r = train(cfg, args.seeds, args.out, device=args.device, first_seed=args.first_seed, jobs=args.jobs)
-    r.update(command="merc train text " + shlex.join(sys.argv[2:] if argv is None else argv), wall_s=time.time() - t0,
+    r.update(command=command_line("merc train text", argv), wall_s=time.time() - t0,
              out=os.path.relpath(args.out, root),
              machine=(torch.cuda.get_device_name() if args.device.startswith("cuda")
                       else f"{platform.machine()} CPU") + f", torch {torch.__version__} ({args.threads} CPU threads)")

@@ -126,6 +126,5 @@ def model_card(r: dict, seeds: int, soup: list[Path] | None, adapter: Path) -> s
 
 
 def _in_tier_results(tier: str, name: str) -> str:
-    """A report's path under bench/results: a text tier other than the default keeps its reports in a folder
-    named after it (merc train fusion --tier writes there)."""
-    return name if tier == tiers.DEFAULT else f"{tier}/{name}"
+    """A report's path under bench/results (merc.models.tiers.results)."""
+    return (tiers.results(Path(), tier) / name).as_posix()
