@@ -49,6 +49,17 @@ def test_export_refuses_a_repository_whose_tier_files_do_not_match_their_checksu
     assert not (tmp_path / "out").exists()
 
 
+def test_merc_eval_names_the_tiers_own_weights():
+    def version(*parts):
+        return json.loads(MODELS.joinpath(*parts, "config.json").read_text())["version"]
+
+    default, mpnet = evaluate.versions(MODELS), evaluate.versions(MODELS, "mpnet")
+    assert set(default) == set(mpnet) >= {"text_encoder", "fusion", "audio_encoder", "face_encoder"}
+    for model in tiers.MODELS:
+        assert default[model] == version(model, "1") and mpnet[model] == version(model, "1", "mpnet") != default[model]
+    assert mpnet["audio_encoder"] == default["audio_encoder"]
+
+
 def test_an_unknown_tier_is_refused_at_start_up(monkeypatch):
     monkeypatch.setenv("MERC_TEXT_TIER", "large")
     with pytest.raises(ValueError, match="known: minilm, mpnet"):

@@ -93,10 +93,7 @@ def evaluate(repository: Path, results: Path, cache: Path, log=print, tier: str 
     y, probs = evaluate_faces(repository)
     report["models"]["face encoder"] = _summary(y, probs)
     _figures(figures, "face", "face encoder, FER2013 publictest", y, probs)
-    report["versions"] = {p.parent.name: json.loads((p / "config.json").read_text()).get("version")
-                          for p in (tiers.folder(v, tier) if v.parent.name in tiers.MODELS else v
-                                    for v in sorted(repository.glob("*/1")))
-                          if (p / "config.json").is_file()}
+    report["versions"] = versions(repository, tier)
     report["wall_s"] = round(time.time() - t0)
     results.mkdir(parents=True, exist_ok=True)
     (results / "eval.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -104,6 +101,17 @@ def evaluate(repository: Path, results: Path, cache: Path, log=print, tier: str 
     (results / "eval.md").write_text(text)
     log(text)
     return report
+
+
+def versions(repository: Path, tier: str = tiers.DEFAULT) -> dict[str, str]:
+    """Each trained model's weights version, the text tier's for the models that differ by tier."""
+    out = {}
+    for version_dir in sorted(repository.glob("*/1")):
+        model = version_dir.parent.name
+        folder = tiers.folder(version_dir, tier) if model in tiers.MODELS else version_dir
+        if (folder / "config.json").is_file():
+            out[model] = json.loads((folder / "config.json").read_text()).get("version")
+    return out
 
 
 DATA = {
