@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--name", default="whisper_finetune", help="the report's name in bench/results (NAME.md, NAME.json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -140,9 +141,10 @@ def main() -> None:
     runs = [train_one(seed, data, args.epochs, args.device) for seed in range(args.seeds)]
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU") + \
         f", torch {torch.__version__}, {args.threads} threads"
-    command = f"PYTHONPATH=services .venv/bin/python bench/whisper_finetune.py --seeds {args.seeds} --epochs {args.epochs} --device {args.device}"
+    command = (f"PYTHONPATH=services .venv/bin/python bench/whisper_finetune.py --seeds {args.seeds} --epochs {args.epochs} "
+               f"--device {args.device} --threads {args.threads} --name {args.name}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "whisper_finetune.json").write_text(json.dumps({"command": command, "machine": machine, "runs": runs}, indent=2, default=float) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "machine": machine, "runs": runs}, indent=2, default=float) + "\n")
     pm = lambda v: f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"  # noqa: E731
     chosen = [r["chosen"] for r in runs]
     lines = [
@@ -164,7 +166,7 @@ def main() -> None:
         "The CNN trained on actors 1-16, four more than here; its figure has one round of recipe selection on",
         "the validation actors (`audio_ravdess.md`), this one none.", "",
     ]
-    (RESULTS / "whisper_finetune.md").write_text("\n".join(lines))
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
