@@ -24,13 +24,14 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from faster_whisper.feature_extractor import FeatureExtractor
 from torch import nn
+from whisper_voice_probe import voiced  # bench/
 
 from merc.data import ravdess
+from merc.data.pairing import add_noise
 from merc.evaluation import metrics
-from merc.media import SAMPLE_RATE, transcription, vad
-from merc.models.whisper_encoder import WhisperEncoder
+from merc.media import transcription
+from merc.models.whisper_encoder import WhisperEncoder, log_mel
 from merc.pipeline.labels import LABELS
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
@@ -55,40 +56,28 @@ class Classifier(nn.Module):
         return self.head(torch.cat([mean, std], -1))
 
 
-def voiced(wave: np.ndarray) -> np.ndarray:
-    segments = vad.speech_segments(wave)
-    return (wave[segments[0][0] : segments[-1][1]] if segments else wave)[: 30 * SAMPLE_RATE]
-
-
-def batch_of(waves: list[np.ndarray], mel: FeatureExtractor, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    mels = [mel(w)[:, :3000] for w in waves]
+def batch_of(waves: list[np.ndarray], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    mels = [log_mel(w) for w in waves]
     longest = max(m.shape[1] for m in mels)
     out = np.stack([np.pad(m, ((0, 0), (0, longest - m.shape[1])), constant_values=float(m.min())) for m in mels])
     frames = torch.tensor([(m.shape[1] + 1) // 2 for m in mels])
     return torch.from_numpy(out.astype(np.float32)).to(device), frames.to(device)
 
 
-def noisy(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    power = float(np.mean(wave**2)) + 1e-12
-    snr = rng.uniform(*SNR_DB)
-    return np.clip(wave + rng.standard_normal(len(wave)).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10)), -1, 1)
-
-
-def predict(model: Classifier, waves: list[np.ndarray], mel: FeatureExtractor, device: str, batch: int = 16) -> np.ndarray:
+def predict(model: Classifier, waves: list[np.ndarray], device: str, batch: int = 16) -> np.ndarray:
     model.eval()
     order = np.argsort([len(w) for w in waves])  # similar lengths together: less padding
     out = np.zeros(len(waves), np.int64)
     with torch.no_grad():
         for i in range(0, len(order), batch):
             rows = order[i : i + batch]
-            out[rows] = model(*batch_of([waves[r] for r in rows], mel, device)).argmax(1).cpu().numpy()
+            out[rows] = model(*batch_of([waves[r] for r in rows], device)).argmax(1).cpu().numpy()
     return out
 
 
 def train_one(seed: int, data: dict, epochs: int, device: str, log=print) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    mel = FeatureExtractor(feature_size=80)
     model = Classifier(WhisperEncoder.from_ctranslate2(transcription.model_dir())).to(device)
     opt = torch.optim.AdamW([{"params": model.encoder.parameters(), "lr": 2e-5},
                              {"params": model.head.parameters(), "lr": 1e-3}], weight_decay=0.01)
@@ -99,20 +88,20 @@ def train_one(seed: int, data: dict, epochs: int, device: str, log=print) -> dic
         order = rng.permutation(len(waves))
         for i in range(0, len(order), 8):
             rows = order[i : i + 8]
-            loss = F.cross_entropy(model(*batch_of([noisy(waves[r], rng) for r in rows], mel, device)),
+            loss = F.cross_entropy(model(*batch_of([add_noise(waves[r], rng.uniform(*SNR_DB), rng) for r in rows], device)),
                                    torch.from_numpy(y[rows]).to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
         dev_waves, dev_y = data["dev"]
-        pred = predict(model, dev_waves, mel, device)
+        pred = predict(model, dev_waves, device)
         dev = metrics.weighted_f1(dev_y, pred, len(LABELS))
         per_actor = [metrics.weighted_f1(dev_y[a], pred[a], len(LABELS)) for a in data["dev_actor_rows"]]
         history.append({"epoch": epoch, "dev_weighted_f1": dev, "dev_per_actor": per_actor})
         log(f"  seed {seed} epoch {epoch}: dev actors 13-16 weighted F1 {dev:.4f} (per actor {np.round(per_actor, 3).tolist()})")
         if best is None or dev > best["dev_weighted_f1"]:
             val_waves, val_y = data["validation"]
-            best = {**history[-1], "validation_weighted_f1": metrics.weighted_f1(val_y, predict(model, val_waves, mel, device), len(LABELS))}
+            best = {**history[-1], "validation_weighted_f1": metrics.weighted_f1(val_y, predict(model, val_waves, device), len(LABELS))}
     return {"seed": seed, "chosen": best, "history": history}
 
 

@@ -149,9 +149,8 @@ def torch_features(clips: list[ravdess.Clip], threads: int) -> np.ndarray:
     """[clips, 1024]: as ``features``, from the same weights in torch (merc.models.whisper_encoder) at float32,
     each voiced part at its own length instead of padded to Whisper's 30 s window (cached by clip list)."""
     import torch
-    from faster_whisper.feature_extractor import FeatureExtractor
 
-    from merc.models.whisper_encoder import WhisperEncoder
+    from merc.models.whisper_encoder import WhisperEncoder, log_mel
 
     key = hashlib.sha256("\n".join(c.path.name for c in clips).encode()).hexdigest()[:12]
     path = CACHE / f"whisper-voice-torch-{key}.npy"
@@ -159,12 +158,11 @@ def torch_features(clips: list[ravdess.Clip], threads: int) -> np.ndarray:
         return np.load(path)
     torch.set_num_threads(threads)
     encoder = WhisperEncoder.from_ctranslate2(transcription.model_dir()).eval()
-    mel = FeatureExtractor(feature_size=encoder.cfg.n_mels)
     out = []
     with torch.no_grad():
         for i, c in enumerate(clips):
-            w = voiced(sf.read(c.path, dtype="float32")[0])[: 30 * SAMPLE_RATE]
-            frames = encoder(torch.from_numpy(mel(w)[None, :, : 2 * encoder.cfg.positions].astype(np.float32)))[0].numpy()
+            mel = log_mel(voiced(sf.read(c.path, dtype="float32")[0]), encoder.cfg)
+            frames = encoder(torch.from_numpy(mel[None]))[0].numpy()
             out.append(np.concatenate([frames.mean(axis=0), frames.std(axis=0)]))
             if (i + 1) % 200 == 0:
                 print(f"  encoded {i + 1}/{len(clips)}", flush=True)

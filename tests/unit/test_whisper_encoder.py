@@ -9,7 +9,7 @@ import torch
 from conftest import REPO
 
 from merc.media import transcription
-from merc.models.whisper_encoder import WhisperEncoder, read_ctranslate2
+from merc.models.whisper_encoder import WhisperEncoder, log_mel, read_ctranslate2
 
 WINDOW = 16000 * 30  # Whisper pads every input to 30 s; CTranslate2's encode takes that window
 
@@ -21,18 +21,12 @@ def folder():
     return transcription.model_dir()
 
 
-def mel_of(wave: np.ndarray) -> np.ndarray:
-    from faster_whisper.feature_extractor import FeatureExtractor
-
-    return FeatureExtractor(feature_size=80)(np.pad(wave, (0, WINDOW - len(wave))))[:, : WINDOW // 160].astype(np.float32)
-
-
 def test_the_torch_encoder_computes_what_ctranslate2_serves_on_speech(folder):
     import ctranslate2
 
     torch.set_num_threads(1)
     wave, _ = sf.read(REPO / "examples" / "speech.flac", dtype="float32")
-    mel = mel_of(wave)[None]
+    mel = log_mel(np.pad(wave, (0, WINDOW - len(wave))))[None]
     served = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32", intra_threads=1)
     expected = np.asarray(served.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
     encoder = WhisperEncoder.from_ctranslate2(folder).eval()

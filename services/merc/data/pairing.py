@@ -52,7 +52,8 @@ class Pool:
         return self.embedding[variant, items], self.quality[variant, items]
 
 
-def _noisy(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise at ``snr_db`` below the wave's power, clipped to [-1, 1]."""
     power = float(np.mean(np.square(wave))) + 1e-12
     noise = rng.standard_normal(len(wave)).astype(np.float32) * np.sqrt(power / 10 ** (snr_db / 10))
     return np.clip(wave + noise, -1.0, 1.0)
@@ -61,7 +62,7 @@ def _noisy(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndar
 def audio_variants(wave: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     """The AUDIO_VARIANTS of one 16 kHz clip: white noise at falling SNR, and hard clipping."""
     out = [wave]
-    out += [_noisy(wave, snr, rng) for snr in (20.0, 10.0, 5.0, 0.0)]
+    out += [add_noise(wave, snr, rng) for snr in (20.0, 10.0, 5.0, 0.0)]
     out.append(np.clip(wave * 10.0 / (np.abs(wave).max() + 1e-9), -1.0, 1.0))
     return out
 

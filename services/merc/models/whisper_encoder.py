@@ -13,6 +13,7 @@ Whisper's 30 s window; a shorter clip uses the first positions (Whisper itself p
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -92,6 +93,20 @@ class WhisperEncoder(nn.Module):
                  for name, value in weights.items() if name != "encoder/num_heads"}
         model.load_state_dict(state, strict=True)  # every weight accounted for, both ways
         return model
+
+
+@functools.cache
+def _mel_extractor(n_mels: int):
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    return FeatureExtractor(feature_size=n_mels)
+
+
+def log_mel(wave: np.ndarray, cfg: WhisperEncoderConfig | None = None) -> np.ndarray:
+    """[n_mels, frames] float32: Whisper's log-mel of a 16 kHz wave (faster-whisper's, as transcription
+    computes it), cut to the encoder's window."""
+    cfg = cfg or WhisperEncoderConfig()
+    return _mel_extractor(cfg.n_mels)(wave)[:, : 2 * cfg.positions].astype(np.float32)
 
 
 _RENAMES = (
