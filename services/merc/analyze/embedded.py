@@ -37,7 +37,7 @@ STORED_NOTE = ("no new event: this utterance was analysed before and each modali
                "needs a new utterance number); showing the stored result")
 
 ANALYZE_FIELDS = ("label", "probs", "confidence", "prediction_set", "sentiment", "modalities", "weights", "degraded",
-                  "incongruence", "mood", "revision", "posteriors")
+                  "incongruence", "text_shift", "mood", "revision", "posteriors")
 
 
 @dataclass

@@ -56,6 +56,8 @@ def event_json(e: events_pb2.EmotionEvent) -> dict:
         "degraded": bool(e.degraded),
         "missing": [MODALITY_NAMES[m] for m in e.missing_modalities],
         "incongruence": _r(e.incongruence),
+        # How much of the words' say was taken away as unlike the training text (merc.pipeline.text_shift).
+        "text_shift": _r(e.text_shift),
         # What each modality predicted on its own (calibrated): which one made the call.
         "posteriors": {MODALITY_NAMES[p.modality]: {name: _r(x) for name, x in zip(LABELS, p.probabilities, strict=False)}
                        for p in e.modality_posteriors},

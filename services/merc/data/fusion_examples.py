@@ -27,7 +27,7 @@ from merc.models.context_model import ContextModel, Observation, window_indices
 from merc.models.encoders import AudioEmotionEncoder, FaceEmotionEncoder
 from merc.models.text_encoder import TextEncoder, normalise_text
 from merc.pipeline import calibration as cal
-from merc.pipeline import text_context
+from merc.pipeline import text_context, text_shift
 from merc.pipeline.labels import MODALITIES
 from merc.runtime.config import settings
 
@@ -309,3 +309,16 @@ def fit_experts_on_patterns(out: dict[str, dict], y: np.ndarray) -> dict:
     keys = list(out)
     mask = np.concatenate([np.tile([[float(m in k.split("+")) for m in MODALITIES]], (len(y), 1)) for k in keys])
     return cal.fit_experts(np.concatenate([out[k]["expert_logits"] for k in keys]), mask, np.tile(y, len(keys)))
+
+
+def fit_text_shift(data: Data) -> text_shift.TextShift | None:
+    """Where text stops resembling the fusion's training text (merc.pipeline.text_shift): the Gaussian from the fit
+    split, the ramp from dev, which the calibration is fitted on too. None when too little text was recorded."""
+    if data.recorded is None:
+        return text_shift.fit(data.fit.text, data.dev.text, data.encoders["text_encoder"])
+    fit, dev = (data.recorded[part] for part in ("fit", "dev"))
+    try:
+        return text_shift.fit(fit.split.text[fit.mask[:, 0] > 0.5], dev.split.text[dev.mask[:, 0] > 0.5],
+                              data.encoders["text_encoder"])
+    except ValueError:
+        return None

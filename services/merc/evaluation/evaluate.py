@@ -62,22 +62,23 @@ def evaluate_faces(repository: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fusion_patterns(repository: Path, cache: Path, tier: str):
-    """(labels, dialogue lengths, {pattern: logits}, the predictor, evaluate_patterns' outputs) of the shipped
-    fusion model of the text tier on the paired dev set."""
+    """(the fusion's data, {pattern: logits}, the predictor, evaluate_patterns' outputs) of the shipped fusion
+    model of the text tier on the paired dev set."""
     from merc.data.fusion_examples import dev_pairing, evaluate_patterns, load_data
     from merc.models.predictor import FusionPredictor
 
     predictor = FusionPredictor(tiers.folder(repository / "fusion" / "1", tier))
     data = load_data(repository, cache, log=lambda *_: None, tier=tier)
     out = evaluate_patterns(predictor.model, dev_pairing(data))
-    return data.dev.emotion, data.dev.lengths, {k: v["logits"] for k, v in out.items()}, predictor, out
+    return data, {k: v["logits"] for k, v in out.items()}, predictor, out
 
 
 def evaluate(repository: Path, results: Path, cache: Path, log=print, tier: str = tiers.DEFAULT) -> dict:
     figures = results / "figures"
     report: dict = {"models": {}, "tier": tier}
     t0 = time.time()
-    y, lengths, logits, predictor, _ = _fusion_patterns(repository, cache, tier)
+    data, logits, predictor, _ = _fusion_patterns(repository, cache, tier)
+    y = data.dev.emotion
     for key, z in logits.items():
         fit = cal.for_pattern(predictor.calibration, key)
         probs = cal.softmax(z, fit["temperature"])
@@ -172,18 +173,24 @@ def expert_report(y: np.ndarray, lengths: np.ndarray, expert_logits: np.ndarray,
 
 def recalibrate(repository: Path, cache: Path, coverage: float, results: Path | None = None, log=print,
                 tier: str = tiers.DEFAULT) -> dict:
-    from merc.data.fusion_examples import fit_experts_on_patterns
+    from merc.data.fusion_examples import fit_experts_on_patterns, fit_text_shift
+    from merc.pipeline import text_shift
 
-    y, lengths, logits, _, by_pattern = _fusion_patterns(repository, cache, tier)
+    data, logits, _, by_pattern = _fusion_patterns(repository, cache, tier)
+    y, lengths = data.dev.emotion, data.dev.lengths
     keys = list(logits)
     fit = cal.fit_patterns(np.concatenate([logits[k] for k in keys]), np.tile(y, len(keys)), [k for k in keys for _ in y], coverage)
     fit["experts"] = fit_experts_on_patterns(by_pattern, y)
     fit["fitted_on"] = "MELD dev with paired RAVDESS actors 19-20 / FER2013 publictest half B, per pattern (merc calibrate)"
     out = tiers.folder(repository / "fusion" / "1", tier)
     (out / "calibration.json").write_text(json.dumps(fit, indent=2) + "\n")
+    shift = fit_text_shift(data)
+    shift.save(out / text_shift.FILE)
     sums = out / "SHA256SUMS"
     names = [line.split()[1] for line in sums.read_text().splitlines()]
+    names += [text_shift.FILE] if text_shift.FILE not in names else []
     sums.write_text("".join(f"{hashlib.sha256((out / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+    log(f"  text shift: distrust from distance {shift.start:.1f}, complete at {shift.start + shift.spread:.1f}")
     for k, f in fit["patterns"].items():
         log(f"  {k}: temperature {f['temperature']:.3f}, conformal threshold {f['threshold']:.3f} ({coverage:.0%})")
     for k, f in fit["experts"].items():

@@ -5,7 +5,9 @@ A version directory (``model_repository/fusion/1``) holds
 - ``weights.safetensors``: the ContextModel state dict,
 - ``calibration.json``: per modality-availability pattern ``temperature`` and conformal
   ``threshold`` (merc.pipeline.calibration.fit_patterns), with a pooled ``default``, and a
-  temperature per modality expert (``experts``: fit_experts).
+  temperature per modality expert (``experts``: fit_experts),
+- ``text_shift.safetensors`` (optional): where text stops resembling the training text
+  (merc.pipeline.text_shift); beyond it the text's say in PROBS and IN_SET shrinks.
 
 Triton's adapter (model_repository/fusion/1/model.py) and the in-process client both
 call ``FusionPredictor.infer``, so the two modes read the same files and run the same code.
@@ -18,7 +20,8 @@ Outputs: PROBS f32 [B,7] (softmax of LOGITS / the pattern's temperature), LOGITS
          EXPERT_PROBS f32 [B,3,7] (each modality's own posterior, at its expert's temperature; 0 where
          absent), INCONGRUENCE f32 [B,1]
          (merc.pipeline.incongruence), IN_SET f32 [B,7] (1 for the labels of the split-conformal
-         prediction set), COVERAGE f32 [B,1] (the set's stated coverage)
+         prediction set), COVERAGE f32 [B,1] (the set's stated coverage), TEXT_SHIFT f32 [B,1] (the
+         share of the text's say taken away in PROBS and IN_SET, merc.pipeline.text_shift)
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from merc.media import quality
 from merc.models import graph_runner
 from merc.models.context_model import ContextConfig, ContextModel
 from merc.models.graphs import FusionGraph
-from merc.pipeline import incongruence
+from merc.pipeline import incongruence, text_shift
 from merc.pipeline.calibration import expert_temperatures, for_pattern, pattern_key, prediction_set, softmax
 
 INPUTS = FusionGraph.INPUTS
+TEXT_QUALITY = quality.FIELDS.index("text_length")
 
 
 class FusionPredictor:
@@ -56,6 +61,8 @@ class FusionPredictor:
         # eval(): no dropout, so a replay yields identical events (ARCHITECTURE.md, exactly-once).
         self.model.to(self.device).eval()
         self.run = graph_runner.load(FusionGraph(self.model), directory, self._version)
+        shift = directory / text_shift.FILE
+        self.text_shift = text_shift.TextShift.load(shift, self.config.text_dim) if shift.is_file() else None
 
     @property
     def version(self) -> str:
@@ -86,6 +93,26 @@ class FusionPredictor:
             raise ValueError(f"{name} must have shape [{want}], got {list(a.shape)}")
         return np.ascontiguousarray(a, dtype=dtype)
 
+    def _calibrated(self, logits: np.ndarray, mask_row: np.ndarray) -> tuple[np.ndarray, float]:
+        fit = for_pattern(self.calibration, pattern_key(mask_row))
+        return softmax(logits, fit["temperature"]), fit["threshold"]
+
+    def _distrust(self, text: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """[B] weight taken from each utterance's text (merc.pipeline.text_shift); 0 without text or a fitted shift."""
+        if self.text_shift is None:
+            return np.zeros(len(text))
+        return self.text_shift.weight(text) * (mask[:, 0] > 0.5)
+
+    def _without_text(self, arrays: list[np.ndarray], rows: np.ndarray) -> dict[int, np.ndarray]:
+        """The fused logits of ``rows`` with their text masked out, as the fusion sees an utterance without words."""
+        if rows.size == 0:
+            return {}
+        masked = [a[rows].copy() for a in arrays]
+        masked[INPUTS.index("TEXT")][:] = 0.0
+        masked[INPUTS.index("MODALITY_MASK")][:, 0] = 0.0
+        masked[INPUTS.index("QUALITY")][:, TEXT_QUALITY] = 0.0
+        return dict(zip(rows.tolist(), self.run(*masked)["LOGITS"], strict=True))
+
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         c = self.config
         text = self._array(inputs, "TEXT", np.float32, (None, c.text_dim))
@@ -96,12 +123,17 @@ class FusionPredictor:
         logits, mask_np = out["LOGITS"], arrays[INPUTS.index("MODALITY_MASK")]
         probs = np.zeros_like(logits)
         in_set = np.zeros_like(logits)
+        distrust = self._distrust(text, mask_np)
+        without = self._without_text(arrays, np.flatnonzero(distrust > 0))
         for i, row in enumerate(logits):
-            fit = for_pattern(self.calibration, pattern_key(mask_np[i]))
-            z = row / fit["temperature"]
-            p = np.exp(z - z.max())
-            probs[i] = p / p.sum()
-            in_set[i, prediction_set(probs[i], fit["threshold"])] = 1.0
+            p, threshold = self._calibrated(row, mask_np[i])
+            if distrust[i] > 0:
+                other = mask_np[i].copy()
+                other[0] = 0.0
+                q, q_threshold = self._calibrated(without[i], other) if other.any() else (None, 1.0)
+                p, threshold = text_shift.mix(p, threshold, q, q_threshold, float(distrust[i]))
+            probs[i] = p
+            in_set[i, prediction_set(p, threshold)] = 1.0
         # Each expert at its own temperature (calibration.json "experts").
         expert_probs = softmax(out["EXPERT_LOGITS"].astype(np.float64) / self._expert_t[None, :, None]).astype(np.float32)
         return {
@@ -114,4 +146,5 @@ class FusionPredictor:
             "WEIGHTS": out["WEIGHTS"],
             "EXPERT_PROBS": expert_probs * mask_np[:, :, None],
             "INCONGRUENCE": incongruence.score(expert_probs, mask_np).astype(np.float32)[:, None],
+            "TEXT_SHIFT": distrust.astype(np.float32)[:, None],
         }

@@ -53,6 +53,7 @@ def to_event(r: UtteranceResult) -> events_pb2.EmotionEvent:
         modality_weights=r.weights,
         degraded=r.degraded,
         incongruence=r.incongruence,
+        text_shift=r.text_shift,
         modality_posteriors=[events_pb2.ModalityPosterior(modality=MODALITY_ENUMS[m], probabilities=r.posteriors[m])
                              for m in r.modalities if m in r.posteriors],
         missing_modalities=[MODALITY_ENUMS[m] for m in r.missing],

@@ -143,6 +143,8 @@ class EmotionPredictor:
             missing=list(r.missing),
             degraded=bool(r.missing),
             incongruence=round(float(out["INCONGRUENCE"][0]), 6),
+            # To the hundredth: it explains a confidence, and finer it would be one more fingerprint of the words.
+            text_shift=round(float(out["TEXT_SHIFT"][0]), 2) if "TEXT_SHIFT" in out else 0.0,
             posteriors={m: [round(float(p), 6) for p in out["EXPERT_PROBS"][MODALITIES.index(m)]] for m in used},
             fused=out["FUSED"].astype(np.float32),
             speaker_moods=moods,

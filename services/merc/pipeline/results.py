@@ -56,6 +56,8 @@ class UtteranceResult:
     incongruence: float = 0.0
     # Each used modality's own calibrated posterior (its expert's), LABELS order: what it predicted alone.
     posteriors: dict = field(default_factory=dict)
+    # How much of the text's say was taken away because it is unlike the training text (merc.pipeline.text_shift).
+    text_shift: float = 0.0
     speaker_moods: dict = field(default_factory=dict)
     conversation_mood: dict = field(default_factory=dict)
     model_version: str = ""

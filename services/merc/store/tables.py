@@ -54,6 +54,8 @@ class UtteranceRow(Base):
     incongruence: Mapped[float] = mapped_column(Float, default=0.0)
     # Each used modality's own calibrated posterior, by modality (merc.pipeline.results.UtteranceResult).
     posteriors: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The share of its words' say taken away as unlike the fusion's training text, 0..1 (merc.pipeline.text_shift).
+    text_shift: Mapped[float] = mapped_column(Float, default=0.0)
     # float32 bytes of the fused vector: the context of later utterances.
     fused: Mapped[bytes] = mapped_column(LargeBinary)
     # Every speaker's mood after this utterance, by speaker.

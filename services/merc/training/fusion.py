@@ -52,6 +52,7 @@ from merc.data.fusion_examples import (
     dev_pairing,
     evaluate_patterns,
     fit_experts_on_patterns,
+    fit_text_shift,
     load_data,
     load_recorded,
     predict,
@@ -64,6 +65,7 @@ from merc.models import text_encoder, tiers
 from merc.models.context_model import ContextConfig, ContextModel
 from merc.models.layers import DictConfig
 from merc.pipeline import calibration as cal
+from merc.pipeline import text_shift
 from merc.pipeline.labels import LABELS, MODALITIES, SENTIMENTS
 from merc.training import fusion_report
 from merc.training.artifacts import command_line, sha256, stamp
@@ -255,7 +257,8 @@ def corruption_table(model: ContextModel, data: Data, cfg: FusionTrainConfig) ->
 # ---------------------------------------------------------------------------- artifacts
 
 
-def save(out: Path, model: ContextModel, calibration: dict, info: dict, encoders: dict, card: str) -> str:
+def save(out: Path, model: ContextModel, calibration: dict, info: dict, encoders: dict, card: str,
+         shift: text_shift.TextShift | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "weights.safetensors"))
     version = f"fusion-{sha256(out / 'weights.safetensors')[:12]}"
@@ -265,6 +268,10 @@ def save(out: Path, model: ContextModel, calibration: dict, info: dict, encoders
     (out / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(card.replace("{version}", version))
     names = ["weights.safetensors", "config.json", "calibration.json", "MODEL_CARD.md"]
+    (out / text_shift.FILE).unlink(missing_ok=True)  # one fitted for other text would misjudge this model's
+    if shift is not None:
+        shift.save(out / text_shift.FILE)
+        names.append(text_shift.FILE)
     (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in names))
     stamp(out, version)
     return version
@@ -338,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = tiers.folder(repository / "fusion" / "1", args.tier)
     version = save(out_dir, model, calibration,
                    {"seed": per_seed[ship]["seed"], "epoch": per_seed[ship]["epoch"],
-                    "report": (tiers.results(Path("bench/results"), args.tier) / "fusion.md").as_posix()}, data.encoders, card)
+                    "report": (tiers.results(Path("bench/results"), args.tier) / "fusion.md").as_posix()}, data.encoders, card,
+                   fit_text_shift(data))
     fusion_report.write_figures(results / "figures", out, y, data.dev.lengths)
     r = {"command": command, "wall_s": time.time() - t0, "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
          "out": os.path.relpath(out_dir, root), "version": version, "shipped_seed": ship, "encoders": data.encoders,
@@ -371,7 +379,8 @@ def train_recorded(data: Data, cfg: FusionTrainConfig, seeds: int, coverage: flo
     calibration["fitted_on"] = "the user's development manifest, per availability pattern"
     card = fusion_report.recorded_card(per_seed, len(y))
     version = save(repository / "fusion" / "1", model, calibration,
-                   {"seed": ship, "epoch": per_seed[ship]["epoch"], "data": "user manifest"}, data.encoders, card)
+                   {"seed": ship, "epoch": per_seed[ship]["epoch"], "data": "user manifest"}, data.encoders, card,
+                   fit_text_shift(data))
     log(fusion_report.write_recorded_report(results / "fusion_manifest.md", version, command, per_seed, keys))
     return 0
 

@@ -175,13 +175,16 @@ MODEL_CARD = """# Model card: MERC fusion network ({version})
   protocol) {wf1_all}; per-pattern table, ECE and conformal coverage in `bench/results/fusion.md`.
 - **Calibration**: temperature and split-conformal threshold ({coverage:.0%} coverage) per
   modality-availability pattern, fitted on MELD dev with the paired voice/face (calibration.json).
+  Text beyond 99 % of MELD dev's distance to the training text loses its say in the posterior and
+  the prediction set (text_shift.safetensors; `bench/results/calibration_by_source.md`).
 - **Data licences**: MELD (GPL-3.0 repository, research use), RAVDESS (CC BY-NC-SA 4.0: the weights
   derived from it are for non-commercial use unless you retrain on data you may use commercially),
   FER2013 (research use), {text_base} (Apache-2.0).
 - **Intended use**: research and prototyping of per-utterance emotion events in English conversation.
 - **Limits**: scripted sitcom text, acted voices and posed faces are not contact-centre or tele-health
   audio/video; rare classes (fear, disgust) are recognised poorly; calibration holds on data like the
-  development data only; not for decisions about individuals.
+  development data only (words from elsewhere are distrusted, not recalibrated); not for decisions
+  about individuals.
 """
 
 
@@ -200,7 +203,8 @@ MODEL_CARD_RECORDED = """# Model card: MERC fusion network ({{version}}), traine
 - **What**: as the shipped fusion network (reliability gate over text/voice/face experts + causal context).
 - **Data**: the user's own paired recordings, encoded by the shipped encoders; {n} development utterances.
 - **Metrics (dev manifest, {seeds} seeds)**: weighted F1 {wf1}; see bench/results/fusion_manifest.md.
-- **Calibration**: per availability pattern seen in the development manifest.
+- **Calibration**: per availability pattern seen in the development manifest; with enough recorded text
+  (merc.pipeline.text_shift), words unlike it lose their say.
 - **Licence and limits**: those of the user's data and of the encoders' cards.
 """
 

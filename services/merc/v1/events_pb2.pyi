@@ -44,7 +44,7 @@ class SpeakerMood(_message.Message):
     def __init__(self, speaker: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., valence: _Optional[float] = ..., arousal: _Optional[float] = ..., emotion_shifts: _Optional[int] = ..., utterances: _Optional[int] = ...) -> None: ...
 
 class EmotionEvent(_message.Message):
-    __slots__ = ("event_id", "utterance", "probabilities", "label", "confidence", "prediction_set", "prediction_set_coverage", "sentiment_probabilities", "sentiment", "modalities", "modality_weights", "degraded", "missing_modalities", "revision", "model_version", "latency_ms", "emitted_at_ms", "conversation_mood", "speaker_mood", "incongruence", "modality_posteriors")
+    __slots__ = ("event_id", "utterance", "probabilities", "label", "confidence", "prediction_set", "prediction_set_coverage", "sentiment_probabilities", "sentiment", "modalities", "modality_weights", "degraded", "missing_modalities", "revision", "model_version", "latency_ms", "emitted_at_ms", "conversation_mood", "speaker_mood", "incongruence", "modality_posteriors", "text_shift")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class EmotionEvent(_message.Message):
     SPEAKER_MOOD_FIELD_NUMBER: _ClassVar[int]
     INCONGRUENCE_FIELD_NUMBER: _ClassVar[int]
     MODALITY_POSTERIORS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_SHIFT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     utterance: _common_pb2.UtteranceRef
     probabilities: _containers.RepeatedScalarFieldContainer[float]
@@ -87,7 +88,8 @@ class EmotionEvent(_message.Message):
     speaker_mood: SpeakerMood
     incongruence: float
     modality_posteriors: _containers.RepeatedCompositeFieldContainer[ModalityPosterior]
-    def __init__(self, event_id: _Optional[str] = ..., utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., probabilities: _Optional[_Iterable[float]] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., prediction_set: _Optional[_Iterable[str]] = ..., prediction_set_coverage: _Optional[float] = ..., sentiment_probabilities: _Optional[_Iterable[float]] = ..., sentiment: _Optional[str] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., modality_weights: _Optional[_Iterable[float]] = ..., degraded: _Optional[bool] = ..., missing_modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., revision: _Optional[int] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[int] = ..., emitted_at_ms: _Optional[int] = ..., conversation_mood: _Optional[_Union[SpeakerMood, _Mapping]] = ..., speaker_mood: _Optional[_Union[SpeakerMood, _Mapping]] = ..., incongruence: _Optional[float] = ..., modality_posteriors: _Optional[_Iterable[_Union[ModalityPosterior, _Mapping]]] = ...) -> None: ...
+    text_shift: float
+    def __init__(self, event_id: _Optional[str] = ..., utterance: _Optional[_Union[_common_pb2.UtteranceRef, _Mapping]] = ..., probabilities: _Optional[_Iterable[float]] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., prediction_set: _Optional[_Iterable[str]] = ..., prediction_set_coverage: _Optional[float] = ..., sentiment_probabilities: _Optional[_Iterable[float]] = ..., sentiment: _Optional[str] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., modality_weights: _Optional[_Iterable[float]] = ..., degraded: _Optional[bool] = ..., missing_modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., revision: _Optional[int] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[int] = ..., emitted_at_ms: _Optional[int] = ..., conversation_mood: _Optional[_Union[SpeakerMood, _Mapping]] = ..., speaker_mood: _Optional[_Union[SpeakerMood, _Mapping]] = ..., incongruence: _Optional[float] = ..., modality_posteriors: _Optional[_Iterable[_Union[ModalityPosterior, _Mapping]]] = ..., text_shift: _Optional[float] = ...) -> None: ...
 
 class ModalityPosterior(_message.Message):
     __slots__ = ("modality", "probabilities")
