@@ -40,10 +40,10 @@ from merc.analyze.embedded import EmbeddedPipeline
 from merc.data import ravdess
 from merc.data.fusion_examples import dev_pairing, evaluate_patterns, load_data
 from merc.evaluation import metrics
+from merc.evaluation.evaluate import served
 from merc.models import tiers
 from merc.models.predictor import FusionPredictor
 from merc.pipeline import calibration as cal
-from merc.pipeline import text_shift
 from merc.pipeline.labels import LABELS
 from merc.runtime.config import Settings
 from merc.training.artifacts import command_line, pm
@@ -61,25 +61,21 @@ def scores(y: np.ndarray, probs: np.ndarray, sets: np.ndarray) -> dict:
 
 
 def meld(repository: Path, cache: Path, tier: str) -> dict:
-    """Every pattern on MELD dev, guard off and on, mixing as FusionPredictor.infer does."""
+    """Every pattern on MELD dev as served (merc.evaluation.evaluate.served), guard off and on."""
     predictor = FusionPredictor(tiers.folder(repository / "fusion" / "1", tier))
     data = load_data(repository, cache, log=lambda *_: None, tier=tier)
-    out = evaluate_patterns(predictor.model, dev_pairing(data))
-    y, w = data.dev.emotion, predictor.text_shift.weight(data.dev.text)
+    logits = {k: v["logits"] for k, v in evaluate_patterns(predictor.model, dev_pairing(data)).items()}
+    y, shift = data.dev.emotion, predictor.text_shift
+    w = shift.weight(data.dev.text)
+    runs = {}
+    for name in ("off", "on"):
+        predictor.text_shift = shift if name == "on" else None
+        runs[name] = served(predictor, logits, data.dev.text)
     rows = {}
-    for key, p in out.items():
-        fit = cal.for_pattern(predictor.calibration, key)
-        plain = cal.softmax(p["logits"], fit["temperature"])
-        runs = {"off": (plain, np.full(len(y), fit["threshold"]))}
-        if "text" in key:
-            rest = "+".join(m for m in key.split("+") if m != "text")
-            other = cal.for_pattern(predictor.calibration, rest) if rest else None
-            without = cal.softmax(out[rest]["logits"], other["temperature"]) if rest else [None] * len(y)
-            mixed = [text_shift.mix(plain[i], fit["threshold"], without[i], other["threshold"] if other else 1.0, w[i])
-                     for i in range(len(y))]
-            runs["on"] = (np.array([m[0] for m in mixed]), np.array([m[1] for m in mixed]))
+    for key in logits:
         rows[key] = {}
-        for name, (probs, thresholds) in runs.items():
+        for name in ("off", "on") if "text" in key else ("off",):
+            probs, thresholds = runs[name][key]
             sets = np.array([np.isin(np.arange(len(LABELS)), cal.prediction_set(q, t)) for q, t in zip(probs, thresholds, strict=True)])
             rows[key][name] = scores(y, probs, sets)
         rows[key]["touched"] = float(np.mean(w > 0)) if "text" in key else 0.0

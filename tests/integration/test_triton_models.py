@@ -56,9 +56,12 @@ def test_fusion_matches_in_process_and_is_a_distribution(clients):
     triton, local = clients
     inputs = fusion_inputs(triton, 3)
     a, b = triton.infer("fusion", inputs), local.infer("fusion", inputs)
-    for name in ("PROBS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET", "EXPERT_PROBS", "INCONGRUENCE"):
+    for name in ("PROBS", "SENTIMENT", "FUSED", "WEIGHTS", "IN_SET", "EXPERT_PROBS", "INCONGRUENCE", "TEXT_SHIFT"):
         np.testing.assert_allclose(a[name], b[name], atol=1e-4, err_msg=name)
     np.testing.assert_allclose(a["PROBS"].sum(1), 1.0, atol=1e-5)
+    # Random vectors are no sentence's embedding: Triton's fusion distrusts them too (merc.pipeline.text_shift).
+    has_text = inputs["MODALITY_MASK"][:, 0] > 0
+    assert (a["TEXT_SHIFT"][has_text] > 0).all() and not a["TEXT_SHIFT"][~has_text].any()
     np.testing.assert_allclose(a["WEIGHTS"][0], [1, 0, 0], atol=1e-6)  # absent modalities weigh nothing
     assert triton.version("fusion") == local.version("fusion")
 

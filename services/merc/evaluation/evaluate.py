@@ -37,7 +37,7 @@ def _figures(figures: Path, name: str, title: str, y: np.ndarray, probs: np.ndar
     plots.reliability_diagram(figures / f"eval_{name}_reliability.png", {"as served": probs}, y, title)
 
 
-def evaluate_audio(repository: Path) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_audio(repository: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from merc.data.ravdess import load_clips, split_by_actor
     from merc.media import decode_audio
     from merc.models.encoders import AudioEmotionEncoder
@@ -48,7 +48,7 @@ def evaluate_audio(repository: Path) -> tuple[np.ndarray, np.ndarray]:
     for c in clips:
         wave = decode_audio(c.path.read_bytes())  # the path a served request takes
         probs.append(encoder.infer({"WAVE": wave[None], "LENGTH": np.array([[len(wave)]])})["PROBS"][0])
-    return np.array([c.label for c in clips]), np.array(probs, dtype=np.float64)
+    return np.array([c.label for c in clips]), np.array(probs, dtype=np.float64), np.array([c.actor for c in clips])
 
 
 def evaluate_faces(repository: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -73,23 +73,38 @@ def _fusion_patterns(repository: Path, cache: Path, tier: str):
     return data, {k: v["logits"] for k, v in out.items()}, predictor, out
 
 
+def served(predictor, logits: dict[str, np.ndarray], text: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each pattern's (posteriors, conformal thresholds) as FusionPredictor.infer serves those rows, from
+    evaluate_patterns' logits: the pattern's calibration, and the text shift guard, which mixes toward the
+    same rows' logits without text."""
+    distrust = predictor.distrust(text, np.ones((len(text), 1)))
+    out = {}
+    for key, z in logits.items():
+        mask = np.array([float(m in key.split("+")) for m in MODALITIES])
+        rest = "+".join(m for m in key.split("+") if m != "text")
+        rows = [predictor.posterior(z[i], mask, logits[rest][i] if rest else None, distrust[i] * mask[0]) for i in range(len(z))]
+        out[key] = (np.array([p for p, _ in rows]), np.array([t for _, t in rows]))
+    return out
+
+
 def evaluate(repository: Path, results: Path, cache: Path, log=print, tier: str = tiers.DEFAULT) -> dict:
     figures = results / "figures"
     report: dict = {"models": {}, "tier": tier}
     t0 = time.time()
     data, logits, predictor, _ = _fusion_patterns(repository, cache, tier)
     y = data.dev.emotion
-    for key, z in logits.items():
-        fit = cal.for_pattern(predictor.calibration, key)
-        probs = cal.softmax(z, fit["temperature"])
+    for key, (probs, thresholds) in served(predictor, logits, data.dev.text).items():
         s = _summary(y, probs)
-        s["coverage"], s["set_size"] = cal.empirical_coverage(probs, y, fit["threshold"])
+        s["coverage"], s["set_size"] = cal.empirical_coverage(probs, y, thresholds)
         report["models"][f"fusion {key}"] = s
         if key in ("text", "text+audio+vision"):
             _figures(figures, f"fusion_{key}", f"fusion, MELD dev, {key}", y, probs)
     log(f"  fusion: {time.time() - t0:.0f}s")
-    y, probs = evaluate_audio(repository)
+    y, probs, actors = evaluate_audio(repository)
     report["models"]["audio encoder"] = _summary(y, probs)
+    # The gap between speakers, which one pooled figure hides (issue 18: show it before users meet it).
+    report["audio_per_actor"] = {int(a): metrics.summary(y[actors == a], probs[actors == a].argmax(1), len(LABELS))["weighted_f1"]
+                                 for a in np.unique(actors)}
     _figures(figures, "audio", "voice encoder, RAVDESS actors 17-20", y, probs)
     y, probs = evaluate_faces(repository)
     report["models"]["face encoder"] = _summary(y, probs)
@@ -128,9 +143,10 @@ def eval_markdown(r: dict) -> str:
         "",
         *([f"Text tier: **{r['tier']}** (`merc eval --tier {r['tier']}`): its text encoder and its fusion network.", ""]
           if r.get("tier", tiers.DEFAULT) != tiers.DEFAULT else []),
-        "Each model as served, on its development data. Fusion rows use the shipped per-pattern calibration,",
-        "which was fitted on this same dev set (so its ECE/coverage here are in-sample; the cross-fitted",
-        "figures and the 3-seed means are in `fusion.md`). Encoder probabilities are uncalibrated softmax.",
+        "Each model as served, on its development data. Fusion rows use the shipped per-pattern calibration",
+        "and text shift guard, both fitted on this same dev set (so their ECE/coverage here are in-sample; the",
+        "cross-fitted figures and the 3-seed means are in `fusion.md`; the guard off and on, and on another",
+        "source, in `calibration_by_source.md`). Encoder probabilities are uncalibrated softmax.",
         "",
         "| model | data | n | weighted F1 | macro F1 | accuracy | ECE | NLL | Brier | coverage | " + " | ".join(f"recall {n}" for n in LABELS) + " |",
         "|---" * (10 + len(LABELS)) + "|",
@@ -140,6 +156,10 @@ def eval_markdown(r: dict) -> str:
         cov = f"{s['coverage']:.3f}" if "coverage" in s else "—"
         lines.append(f"| {name} | {data} | {s['n']} | {s['weighted_f1']:.4f} | {s['macro_f1']:.4f} | {s['accuracy']:.4f} | "
                      f"{s['ece']:.4f} | {s['nll']:.4f} | {s['brier']:.4f} | {cov} | " + " | ".join(f"{x:.3f}" for x in s["recall"]) + " |")
+    if "audio_per_actor" in r:
+        per = r["audio_per_actor"]
+        lines += ["", "Voice encoder per validation actor, weighted F1: " + ", ".join(f"{a} {f:.3f}" for a, f in per.items())
+                  + f" (mean {np.mean(list(per.values())):.3f} ± {np.std(list(per.values())):.3f} across actors)."]
     lines += ["", "Versions: " + ", ".join(f"{k} `{v}`" for k, v in r["versions"].items()), "",
               "\\* MELD dev dialogues (real text); voice and face paired with each utterance by label from RAVDESS",
               "actors 19-20 and FER2013 publictest half B (the pairing protocol, `fusion.md`). Only the `fusion text` row is",

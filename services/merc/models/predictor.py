@@ -97,7 +97,20 @@ class FusionPredictor:
         fit = for_pattern(self.calibration, pattern_key(mask_row))
         return softmax(logits, fit["temperature"]), fit["threshold"]
 
-    def _distrust(self, text: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def posterior(self, logits: np.ndarray, mask_row: np.ndarray, without_text: np.ndarray | None = None,
+                  distrust: float = 0.0) -> tuple[np.ndarray, float]:
+        """One utterance's served posterior and conformal threshold from its fused logits: its pattern's
+        calibration, then, if its text is distrusted, mixed toward ``without_text`` (the logits with the
+        text masked) at that pattern's calibration (merc.pipeline.text_shift)."""
+        p, threshold = self._calibrated(logits, mask_row)
+        if distrust <= 0:
+            return p, threshold
+        other = np.asarray(mask_row, dtype=np.float32).copy()
+        other[0] = 0.0
+        q, q_threshold = self._calibrated(without_text, other) if other.any() else (None, 1.0)
+        return text_shift.mix(p, threshold, q, q_threshold, distrust)
+
+    def distrust(self, text: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """[B] weight taken from each utterance's text (merc.pipeline.text_shift); 0 without text or a fitted shift."""
         if self.text_shift is None:
             return np.zeros(len(text))
@@ -123,15 +136,10 @@ class FusionPredictor:
         logits, mask_np = out["LOGITS"], arrays[INPUTS.index("MODALITY_MASK")]
         probs = np.zeros_like(logits)
         in_set = np.zeros_like(logits)
-        distrust = self._distrust(text, mask_np)
+        distrust = self.distrust(text, mask_np)
         without = self._without_text(arrays, np.flatnonzero(distrust > 0))
         for i, row in enumerate(logits):
-            p, threshold = self._calibrated(row, mask_np[i])
-            if distrust[i] > 0:
-                other = mask_np[i].copy()
-                other[0] = 0.0
-                q, q_threshold = self._calibrated(without[i], other) if other.any() else (None, 1.0)
-                p, threshold = text_shift.mix(p, threshold, q, q_threshold, float(distrust[i]))
+            p, threshold = self.posterior(row, mask_np[i], without.get(i), float(distrust[i]))
             probs[i] = p
             in_set[i, prediction_set(p, threshold)] = 1.0
         # Each expert at its own temperature (calibration.json "experts").

@@ -128,10 +128,10 @@ def prediction_set(probs: np.ndarray, threshold: float) -> list[int]:
     return chosen if chosen else [int(order[0])]
 
 
-def empirical_coverage(probs: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
-    """(fraction of samples whose set holds the true label, mean set size)."""
+def empirical_coverage(probs: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray) -> tuple[float, float]:
+    """(fraction of samples whose set holds the true label, mean set size); one threshold, or one per sample."""
     probs = np.asarray(probs, dtype=np.float64)
-    sets = [prediction_set(p, threshold) for p in probs]
+    sets = [prediction_set(p, t) for p, t in zip(probs, np.broadcast_to(threshold, len(probs)), strict=True)]
     hit = np.mean([int(y) in s for s, y in zip(sets, labels, strict=False)]) if len(sets) else 0.0
     size = np.mean([len(s) for s in sets]) if len(sets) else 0.0
     return float(hit), float(size)

@@ -312,6 +312,7 @@
     return "utterance " + u.utterance + ", " + (u.speaker || "no speaker") + (when(u) ? ", " + when(u) : "") + ": " + u.label +
       ", confidence " + fmt(u.confidence) + (u.degraded ? ", degraded" : "") +
       (u.incongruence >= INCONGRUENT ? ", modalities disagree (incongruence " + fmt(u.incongruence) + ")" : "") +
+      (u.text_shift > 0 ? ", words unlike the training text" : "") +
       (u.revision ? ", revision " + u.revision : "");
   }
 
@@ -373,6 +374,8 @@
     row("missing", (u.missing && u.missing.length) ? u.missing.join(", ") : "none");
     row("degraded", u.degraded ? "yes" : "no");
     row("incongruence", fmt(u.incongruence));
+    // Words unlike the text the model learned from lose part of their say (merc.pipeline.text_shift).
+    if (u.text_shift > 0) row("words unlike training text", Math.round(u.text_shift * 100) + "% of their say taken away");
     if (u.mood && u.mood.speaker) row("speaker mood", "valence " + fmt(u.mood.speaker.valence) + " · arousal " + fmt(u.mood.speaker.arousal));
     if (u.mood && u.mood.conversation) row("conversation mood", "valence " + fmt(u.mood.conversation.valence) + " · arousal " + fmt(u.mood.conversation.arousal));
     row("revision", u.revision);
