@@ -81,7 +81,7 @@ class Stub:
         return "stub"
 
 plugin = modalities.{plugin}(Stub(), Settings())
-plugin.encode(plugin.warmup_request())  # lazy loads (VAD model, cascade, scipy) are not the request's
+plugin.encode(plugin.warmup_request())  # lazy loads (VAD model, face detector, scipy) are not the request's
 import scipy.signal
 """
 

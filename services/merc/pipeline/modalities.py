@@ -160,7 +160,7 @@ class VisionPlugin(ModalityPlugin):
         return Encoded(vector.astype(np.float32), signals, self.model, self.inference.version(self.model))
 
     def warmup_request(self) -> encoder_pb2.EncodeRequest:
-        # A crop (the model) and a blank frame (the detector's cascade loads; it finds nothing).
+        # A crop (the model) and a blank frame (the face detector loads; it finds nothing).
         def png(side: int) -> encoder_pb2.Image:
             return encoder_pb2.Image(data=cv2.imencode(".png", np.full((side, side), 128, np.uint8))[1].tobytes())
 
