@@ -46,7 +46,7 @@ from merc.models.predictor import FusionPredictor
 from merc.pipeline import calibration as cal
 from merc.pipeline.labels import LABELS
 from merc.runtime.config import Settings
-from merc.training.artifacts import command_line, pm
+from merc.training.artifacts import command_line, pm, save_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = ((17, 18), (19, 20))
@@ -150,10 +150,8 @@ def write(r: dict, results: Path) -> str:
     lines += ["", "Reading: ECE, NLL and set coverage are what the guard is for; accuracy moves only where the fused "
               "label changes when the words lose their say. The RAVDESS rows are the held-out source; nothing was "
               "chosen on them.", ""]
-    text = "\n".join(lines)
-    (results / "calibration_by_source.md").write_text(text)
     (results / "calibration_by_source.json").write_text(json.dumps(r, indent=2) + "\n")
-    return text
+    return save_markdown(results / "calibration_by_source.md", lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,7 @@ from merc.data.fer2013 import load_split
 from merc.inference.local import LocalInference
 from merc.media import faces
 from merc.pipeline.labels import LABELS
-from merc.training.artifacts import command_line
+from merc.training.artifacts import command_line, save_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -176,10 +176,8 @@ def write(r: dict) -> str:
               "Ratios in this run: BlazeFace misses "
               f"{d['blazeface']['missed'] / max(d['haar (before)']['missed'], 1):.3f}x as many faces as Haar, in "
               f"{d['blazeface']['ms_per_frame'] / d['haar (before)']['ms_per_frame']:.2f}x the time per frame.", ""]
-    text = "\n".join(lines)
-    (RESULTS / "face_detection.md").write_text(text)
     (RESULTS / "face_detection.json").write_text(json.dumps(r, indent=2) + "\n")
-    return text
+    return save_markdown(RESULTS / "face_detection.md", lines)
 
 
 def main(argv: list[str] | None = None) -> None:
