@@ -15,7 +15,8 @@ call ``FusionPredictor.infer``, so the two modes read the same files and run the
 Inputs:  TEXT f32 [B,384], AUDIO f32 [B,128], VISION f32 [B,128] (zeros where absent),
          MODALITY_MASK f32 [B,3] (text, audio, vision), QUALITY f32 [B,7] (merc.media.quality.features),
          SPEAKER i64 [B,1], CTX_FUSED f32 [B,K,H], CTX_SPEAKER i64 [B,K], CTX_VALID f32 [B,K]
-Outputs: PROBS f32 [B,7] (softmax of LOGITS / the pattern's temperature), LOGITS f32 [B,7],
+Outputs: PROBS f32 [B,7] (softmax of LOGITS / the pattern's temperature; leaning off distrusted text,
+         TEXT_SHIFT below), LOGITS f32 [B,7],
          SENTIMENT f32 [B,3], FUSED f32 [B,H], WEIGHTS f32 [B,3] (the gate's; 0 for absent),
          EXPERT_PROBS f32 [B,3,7] (each modality's own posterior, at its expert's temperature; 0 where
          absent), INCONGRUENCE f32 [B,1]
