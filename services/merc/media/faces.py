@@ -10,8 +10,8 @@ The network sees a 128x128 letterboxed square and is made for faces near the cam
 in a large frame is too few pixels for it. A frame is therefore read whole first, and only if no face
 is found there, again in overlapping square tiles of ``TILE`` times its shorter side; the most
 confident of the network's 896 anchors over all of it is the face. Its box is widened by ``MARGIN``
-to FER2013's framing and resized to the face CNN's 48x48, and its score (0..1) is the frame's weight
-when frames are pooled.
+and raised by ``RAISE`` to FER2013's framing and resized to the face CNN's 48x48, and its score (0..1)
+is the frame's weight when frames are pooled.
 """
 
 from __future__ import annotations
