@@ -66,13 +66,6 @@ def iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def widened(found, margin: float, raised: float):
-    _, cx, cy, bw, bh = found
-    side = max(bw, bh)
-    half, cy = side * (1 + 2 * margin) / 2, cy - raised * side
-    return (cx - half, cy - half, cx + half, cy + half)
-
-
 def choose(crops: np.ndarray, seed: int) -> dict:
     """faces.TILE and faces.MARGIN as chosen on these (train) faces: the largest tile (fewest network runs) that
     finds within half a point as many faces as the best, then the margin whose box overlaps the placed face best."""
@@ -80,7 +73,7 @@ def choose(crops: np.ndarray, seed: int) -> dict:
     boxes = {t: [faces.best_box(frame, tile=t) for frame, _ in placed] for t in TILES}
     found = {t: float(np.mean([b is not None for b in v])) for t, v in boxes.items()}
     tile = max(t for t in TILES if found[t] >= max(found.values()) - 0.005)
-    overlaps = {(m, r): float(np.mean([iou(widened(b, m, r), truth) for b, (_, truth) in zip(boxes[tile], placed, strict=True) if b]))
+    overlaps = {(m, r): float(np.mean([iou(faces.crop_box(b, m, r), truth) for b, (_, truth) in zip(boxes[tile], placed, strict=True) if b]))
                 for m in MARGINS for r in RAISES}
     margin, raised = max(overlaps, key=overlaps.get)
     return {"faces": len(crops), "found_by_tile": found, "tile": tile, "margin": margin, "raise": raised,
@@ -111,7 +104,7 @@ def haar(grey: np.ndarray):
 def blazeface(grey: np.ndarray):
     found = faces.best_box(grey)
     face = faces.crop(grey, found) if found else None
-    return (widened(found, faces.MARGIN, faces.RAISE), face.crop) if face else None
+    return (faces.crop_box(found), face.crop) if face else None
 
 
 def measure(crops: np.ndarray, labels: np.ndarray, seed: int, face_model) -> dict:

@@ -122,15 +122,22 @@ def detect(grey: np.ndarray) -> Face | None:
     return None if found is None else crop(grey, found)
 
 
-def crop(grey: np.ndarray, found: tuple[float, float, float, float, float]) -> Face | None:
-    """A best_box found in ``grey`` as the face CNN's input: a square widened by MARGIN and raised by RAISE,
-    cut at the frame's edges."""
-    score, cx, cy, bw, bh = found
+def crop_box(found: tuple[float, float, float, float, float], margin: float = MARGIN,
+             raised: float = RAISE) -> tuple[float, float, float, float]:
+    """The square (x0, y0, x1, y1) a best_box is cropped to: widened by ``margin`` and raised by ``raised``
+    (of the box's side) to FER2013's framing, not yet cut at the frame's edges."""
+    _, cx, cy, bw, bh = found
     side = max(bw, bh)
-    half, cy = side * (1.0 + 2 * MARGIN) / 2, cy - RAISE * side
+    half, cy = side * (1.0 + 2 * margin) / 2, cy - raised * side
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def crop(grey: np.ndarray, found: tuple[float, float, float, float, float]) -> Face | None:
+    """A best_box found in ``grey`` as the face CNN's input: its crop_box, cut at the frame's edges."""
+    left, top, right, bottom = crop_box(found)
     h, w = grey.shape
-    x0, x1 = int(round(max(0.0, cx - half))), int(round(min(float(w), cx + half)))
-    y0, y1 = int(round(max(0.0, cy - half))), int(round(min(float(h), cy + half)))
+    x0, x1 = int(round(max(0.0, left))), int(round(min(float(w), right)))
+    y0, y1 = int(round(max(0.0, top))), int(round(min(float(h), bottom)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
-    return Face(resize(grey[y0:y1, x0:x1]), score)
+    return Face(resize(grey[y0:y1, x0:x1]), found[0])
