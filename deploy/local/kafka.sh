@@ -29,7 +29,7 @@ fetch_jars() {
     command -v mvn >/dev/null || apt_install maven
     echo "kafka: fetching jars with Maven (cached in ~/.m2)"
     rm -rf "$dir/libs" && mkdir -p "$dir/libs"
-    mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+    "$REPO/deploy/retry.sh" mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
       -DoutputDirectory="$dir/libs" >>"$log" 2>&1 || die_with_log "kafka: mvn dependency:copy-dependencies failed" "$log"
     touch "$dir/libs/.$stamp"
   fi

@@ -20,9 +20,10 @@ running() { pidfile_alive "$pidfile" tritonserver; }
 
 install() {
   if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import pytriton" 2>/dev/null; then
-    echo "triton: installing nvidia-pytriton==$PYTRITON_VERSION into $VENV (pip cache makes the next time fast)"
+    echo "triton: installing nvidia-pytriton==$PYTRITON_VERSION into $VENV (the wheelhouse makes the next time offline)"
     "${PYTHON:-python3}" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "nvidia-pytriton==$PYTRITON_VERSION" >>"$log" 2>&1 \
+    "$REPO/deploy/wheelhouse.sh" "$VENV/bin/python" -c "$REPO/deploy/requirements/triton-local.txt" \
+      "nvidia-pytriton==$PYTRITON_VERSION" >>"$log" 2>&1 \
       || die_with_log "triton: pip install nvidia-pytriton failed" "$log"
   fi
   SERVER_DIR=$("$VENV/bin/python" -c "import pytriton, pathlib; print(pathlib.Path(pytriton.__file__).parent / 'tritonserver')")
