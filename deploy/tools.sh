@@ -43,7 +43,7 @@ install_helm() {
   # -p=1 and nice: the machine is small and shared; -X: what helm's own Makefile sets.
   local x="-X helm.sh/helm/v3"
   rm -f "$BIN"/.helm-k8s-*
-  GOBIN="$BIN" GOFLAGS="${GOFLAGS:--p=1}" CGO_ENABLED=0 nice -n 15 go install -trimpath \
+  GOBIN="$BIN" GOFLAGS="${GOFLAGS:--p=1}" CGO_ENABLED=0 nice -n 15 "$REPO/deploy/retry.sh" go install -trimpath \
     -ldflags "-s -w $x/internal/version.version=$HELM_VERSION \
       $x/pkg/chartutil.k8sVersionMajor=1 $x/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR \
       $x/pkg/lint/rules.k8sVersionMajor=1 $x/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR" \

@@ -118,8 +118,8 @@ apt_install() {
   ( # stack.sh starts components in parallel: one apt-get at a time
     flock 9
     if [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
-      apt-get update -qq && touch "$stamp"
+      apt-get update -qq -o Acquire::Retries=5 && touch "$stamp"
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Acquire::Retries=5 -o DPkg::Lock::Timeout=300 "$@" >/dev/null
   ) 9>"$MERC_RUN_DIR/.apt.lock"
 }

@@ -85,6 +85,22 @@ def test_torch_pins_satisfy_the_project():
         assert all(version in spec for spec in specs), (dockerfile.name, version, specs)
 
 
+def test_images_install_what_the_tests_ran_with():
+    """Every dependency install in an image is held to deploy/requirements/constraints.txt (`make install`'s
+    pins), torch's from its own index included."""
+    constraints = (REPO / "deploy/requirements/constraints.txt").read_text()
+    [torch] = re.findall(r"^torch==(\S+)$", constraints, re.M)
+    assert "!deploy/requirements/constraints.txt" in (REPO / ".dockerignore").read_text().splitlines()
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        assert args_defaults(text)["TORCH_VERSION"] == torch, dockerfile.name
+        assert "COPY deploy/requirements/constraints.txt /tmp/constraints.txt" in text, dockerfile.name
+        resolving = re.findall(r"pip install --no-cache-dir (?!--no-deps|--index-url)[^\n]*", text)
+        assert resolving, dockerfile.name
+        for line in resolving:
+            assert "-c /tmp/constraints.txt" in line, (dockerfile.name, line)
+
+
 def test_images_install_the_extras_their_commands_need():
     """The services image installs '.[EXTRA]': its default serves everything the chart runs in it (every
     `merc serve`, and the helm test's `merc analyze --remote`: merc[client]); compose builds one image per
